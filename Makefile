@@ -1,0 +1,39 @@
+# Set-up and entry points. `make demo` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+# Users on another CUDA version override these, e.g.
+#   make test TORCH_SPEC="torch torchvision" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu121"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_PIP_ARGS ?=
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+PY := $(VENV)/bin/python
+
+.PHONY: venv demo test fashion-mnist clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The proof of concept reads Fashion-MNIST from Debian's package; install it when we may.
+fashion-mnist:
+	@if [ ! -d "$(FASHION_MNIST_DIR)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST not found at $(FASHION_MNIST_DIR): run 'sudo apt-get install dataset-fashion-mnist' or set FASHION_MNIST_DIR" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: venv fashion-mnist
+	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --data_root $(FASHION_MNIST_DIR)
+
+test: venv fashion-mnist
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) bundle/models bundle/eval

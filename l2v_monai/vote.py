@@ -1,0 +1,227 @@
+"""Learning-to-vote (Wang et al., WACV 2024, §3.2 and Algorithm 1): the single home of its math.
+
+Everything here works on the project's label-set contract: ``labels`` is a float tensor
+``B × M × N`` (M label sets, N findings or one-hot classes) with NaN for "no label".
+
+The pieces, in the order Algorithm 1 uses them:
+
+* :func:`virtual_step_feedback` — Eq. 1: for each label set m, a virtual step
+  ``θ_m = θ − α ∇_θ L_C(ŷ, y_m)`` and the feedback ``F_m`` of the batch under ``θ_m``
+  (GAP features by default; per-sample feature gradients as the paper's alternative).
+  Nothing real changes: parameters, optimizer state and BatchNorm statistics stay as they were.
+* :class:`VoteHead` — Eq. 2: ``w = softmax(W_attn · Cat(F_1..F_M) + b_attn)``.
+* :func:`vote` — Eq. 3 first half: ``ȳ = Σ_m w_m y_m``, renormalised over the sets that have a value.
+* :func:`binarize` — Eq. 3: ``ỹ = sigmoid(k (ȳ − T))``.
+* :func:`masked_bce` — the loss ``L_C`` of §3.1, averaged over observed entries.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+__all__ = [
+    "split_labels",
+    "masked_bce",
+    "vote",
+    "binarize",
+    "VoteHead",
+    "FeatureView",
+    "virtual_step_feedback",
+    "FEEDBACKS",
+]
+
+
+def split_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(values, mask)``: NaN replaced by 0, and a float mask that is 1 where a label exists."""
+    mask = (~torch.isnan(labels)).to(labels.dtype)
+    return torch.nan_to_num(labels, nan=0.0), mask
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy averaged over the entries where ``mask`` is 1 (all when ``mask`` is None).
+
+    NaN targets are treated as unobserved, so a caller can pass raw label sets.
+    An all-masked batch gives a zero loss that is still connected to the graph.
+    """
+    logits = logits.float()
+    targets = targets.float()
+    nan = torch.isnan(targets)
+    if nan.any():
+        observed = (~nan).float()
+        mask = observed if mask is None else mask.float() * observed
+        targets = torch.nan_to_num(targets, nan=0.0)
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if mask is None:
+        return per_entry.mean()
+    return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def vote(weights: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted vote ``ȳ = Σ_m w_m y_m`` over label sets, honouring missing labels.
+
+    Args:
+        weights: ``B × M`` (one weight per label set) or ``B × M × N`` (per finding); rows sum to 1.
+        labels: ``B × M × N`` with NaN for missing.
+
+    Returns:
+        ``(ȳ, valid)``, both ``B × N``. Where some sets are missing, the weights of the sets that
+        have a value are renormalised to sum to 1; where no set has a value, ``valid`` is 0 and
+        ``ȳ`` is 0 (and must be masked out of any loss).
+    """
+    values, mask = split_labels(labels)
+    if weights.dim() == 2:
+        weights = weights.unsqueeze(-1)
+    w = weights * mask
+    total = w.sum(dim=1)
+    valid = (mask.sum(dim=1) > 0).to(values.dtype)
+    ybar = (w * values).sum(dim=1) / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return ybar * valid, valid
+
+
+def binarize(ybar: torch.Tensor, k: float = 50.0, threshold: float = 0.5) -> torch.Tensor:
+    """Differentiable binarization (Eq. 3): ``sigmoid(k (ȳ − T))``."""
+    return torch.sigmoid(k * (ybar - threshold))
+
+
+class VoteHead(nn.Module):
+    """Eq. 2: one linear layer over the concatenated feedback, softmax over the label sets.
+
+    ``per_finding=False`` is the paper: ``M`` weights per sample. ``per_finding=True`` gives
+    ``M`` weights per sample *per finding* (``M·N`` outputs, softmax over M for each finding),
+    for multi-label data where a label set can be right on one finding and wrong on another.
+    """
+
+    def __init__(self, num_sets: int, feature_dim: int, num_outputs: int = 1, per_finding: bool = False) -> None:
+        super().__init__()
+        if num_sets < 2:
+            raise ValueError(f"learning-to-vote needs at least 2 label sets, got {num_sets}")
+        self.num_sets = num_sets
+        self.num_outputs = num_outputs if per_finding else 1
+        self.per_finding = per_finding
+        self.attn = nn.Linear(num_sets * feature_dim, num_sets * self.num_outputs)
+
+    def forward(self, feedback: torch.Tensor) -> torch.Tensor:
+        """``feedback``: ``B × M × D`` → weights ``B × M`` (or ``B × M × N`` when per finding)."""
+        b = feedback.shape[0]
+        scores = self.attn(feedback.reshape(b, -1).float())
+        if self.per_finding:
+            return torch.softmax(scores.view(b, self.num_sets, self.num_outputs), dim=1)
+        return torch.softmax(scores, dim=1)
+
+
+class FeatureView(nn.Module):
+    """A module whose ``forward`` is the wrapped network's ``features``.
+
+    ``torch.func.functional_call`` always calls ``forward``; this view lets it call ``features``
+    with substituted parameters (names keep the ``net.`` prefix).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor, report_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.features(image, report_embedding)
+
+
+def _virtual_features(
+    network: nn.Module,
+    params: dict[str, torch.Tensor],
+    grads: tuple[torch.Tensor | None, ...],
+    alpha: float,
+    image: torch.Tensor,
+    report_embedding: torch.Tensor | None,
+) -> torch.Tensor:
+    """Features of the batch under ``θ − α g``; BN runs on cloned buffers so the real stats stay."""
+    stepped = {
+        f"net.{name}": (p.detach() if g is None else p.detach() - alpha * g.detach())
+        for (name, p), g in zip(params.items(), grads)
+    }
+    stepped.update({f"net.{name}": b.detach().clone() for name, b in network.named_buffers()})
+    return functional_call(FeatureView(network), stepped, (image, report_embedding), strict=False)
+
+
+def _inner_grads(loss: torch.Tensor, params: dict[str, torch.Tensor], grad_scale: float) -> tuple:
+    # Under AMP the scaled loss keeps fp16 gradients away from underflow; divide back here.
+    grads = torch.autograd.grad(loss * grad_scale, list(params.values()), retain_graph=True, allow_unused=True)
+    return tuple(None if g is None else g / grad_scale for g in grads)
+
+
+def feature_feedback(
+    network: nn.Module,
+    image: torch.Tensor,
+    report_embedding: torch.Tensor | None,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """The paper's default feedback: ``F_m`` = GAP features under ``θ_m`` (Eq. 1), ``B × M × D``, detached.
+
+    The forward pass is shared: all M inner gradients come from the one graph of ``logits``
+    and only the M feature passes are re-run, under ``no_grad``.
+    """
+    params = {n: p for n, p in network.named_parameters() if p.requires_grad}
+    out = []
+    for m in range(labels.shape[1]):
+        grads = _inner_grads(masked_bce(logits, labels[:, m]), params, grad_scale)
+        with torch.no_grad():
+            out.append(_virtual_features(network, params, grads, alpha, image, report_embedding).float())
+    return torch.stack(out, dim=1)
+
+
+def gradient_feedback(
+    network: nn.Module,
+    image: torch.Tensor,
+    report_embedding: torch.Tensor | None,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """The paper's alternative feedback: gradients of ``L_C(ŷ, y_m)``, taken per sample.
+
+    A per-sample gradient over all of θ would be enormous; this uses the gradient with respect to
+    the sample's own feature vector, ``∂L_C(ŷ_i, y_{m,i}) / ∂F_i`` (``B × M × D``), which is
+    exact, per sample, and costs one small backward through the head per label set.
+    """
+    feats = features.detach().float().requires_grad_(True)
+    head_logits = network.head(feats)
+    out = []
+    for m in range(labels.shape[1]):
+        values, mask = split_labels(labels[:, m])
+        per_entry = F.binary_cross_entropy_with_logits(head_logits.float(), values, reduction="none") * mask
+        # Summing per-sample losses gives each sample's own gradient in its own row.
+        (g,) = torch.autograd.grad(per_entry.sum(), feats, retain_graph=True)
+        out.append(g.detach())
+    return torch.stack(out, dim=1)
+
+
+FEEDBACKS: dict[str, Callable[..., torch.Tensor]] = {
+    "features": feature_feedback,
+    "gradients": gradient_feedback,
+}
+
+
+def virtual_step_feedback(
+    kind: str,
+    network: nn.Module,
+    image: torch.Tensor,
+    report_embedding: torch.Tensor | None,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """Dispatch to the named feedback (``features`` or ``gradients``)."""
+    if kind not in FEEDBACKS:
+        raise ValueError(f"unknown feedback {kind!r}; choose one of {sorted(FEEDBACKS)}")
+    return FEEDBACKS[kind](network, image, report_embedding, logits, features, labels, alpha, grad_scale)

@@ -1,0 +1,387 @@
+"""Label strategies: how a batch's M label sets become one training loss.
+
+Every strategy is an ``nn.Module`` with one entry point,
+``forward(batch, logits, features, network) -> StrategyOutput``, so the trainer never branches
+on which one it runs. Strategies with learnable parameters (the vote head, confusion matrices)
+expose them through :meth:`Strategy.param_groups`, which the optimizer is built from.
+
+* ``single`` — one named label set.
+* ``majority`` — majority vote; ties broken at random per iteration (as the paper does).
+* ``mean`` — the soft average of the available label sets.
+* ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit), fitted once before training.
+* ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
+* ``l2v`` — learning-to-vote (:mod:`l2v_monai.vote`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from l2v_monai import vote as v
+
+__all__ = [
+    "StrategyOutput",
+    "Strategy",
+    "SingleLabelSet",
+    "MajorityVote",
+    "MeanLabel",
+    "DawidSkene",
+    "ConfusionMatrices",
+    "LearningToVote",
+    "STRATEGIES",
+    "build_strategy",
+    "attach_targets",
+]
+
+
+@dataclass
+class StrategyOutput:
+    """What a strategy returns for one batch.
+
+    ``target`` (``B × N``, NaN where undefined) is the label the loss trained toward, detached;
+    ``weights`` the vote weights when the strategy votes; ``extras`` other per-batch diagnostics.
+    """
+
+    loss: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Strategy(nn.Module):
+    """Base class. ``multiclass`` means one-hot label sets (the CIFAR proof of concept)."""
+
+    #: Name used in configs and results.
+    name: str = "strategy"
+
+    def __init__(self, multiclass: bool = False) -> None:
+        super().__init__()
+        self.multiclass = multiclass
+
+    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the network's, plus the strategy's own when it has any."""
+        groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if p.requires_grad], "lr": lr}]
+        own = [p for p in self.parameters() if p.requires_grad]
+        if own:
+            groups.append({"params": own, "lr": lr})
+        return groups
+
+    def aggregate(self, labels: np.ndarray) -> np.ndarray | None:
+        """Dataset-level targets (``S × N``) fitted once before training, or None for on-the-fly strategies."""
+        return None
+
+    def forward(self, batch: dict, logits: torch.Tensor, features: torch.Tensor, network: nn.Module) -> StrategyOutput:
+        raise NotImplementedError
+
+    def _fixed_target_output(self, logits: torch.Tensor, target: torch.Tensor) -> StrategyOutput:
+        return StrategyOutput(loss=v.masked_bce(logits, target), target=target.detach())
+
+
+def _one_hot_argmax(scores: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None, ties: str) -> torch.Tensor:
+    """One-hot of the row-wise argmax; ties broken at random (``ties="random"``) or left NaN; rows with no votes are NaN."""
+    top = scores.max(dim=1, keepdim=True).values
+    tied = (scores == top).float()
+    noise = torch.rand(scores.shape, generator=generator, device="cpu").to(scores.device)
+    pick = (tied * (noise + 1.0)).argmax(dim=1)
+    out = F.one_hot(pick, scores.shape[1]).to(scores.dtype)
+    keep = valid > 0
+    if ties == "nan":
+        keep = keep & (tied.sum(dim=1) == 1)
+    return torch.where(keep.unsqueeze(1), out, torch.full_like(out, float("nan")))
+
+
+def majority_vote(
+    labels: torch.Tensor, multiclass: bool, generator: torch.Generator | None = None, ties: str = "random"
+) -> torch.Tensor:
+    """Majority vote over label sets (``B × M × N`` → ``B × N``); NaN where no set votes.
+
+    Multi-class: the class with most votes. Multi-label: per finding, 1 if more sets say 1 than 0.
+    Ties are broken uniformly at random (``ties="random"``, the paper's MV) or left NaN (``"nan"``,
+    for deterministic evaluation).
+    """
+    if ties not in ("random", "nan"):
+        raise ValueError(f"ties must be 'random' or 'nan', got {ties!r}")
+    values, mask = v.split_labels(labels)
+    if multiclass:
+        counts = (values * mask).sum(dim=1)
+        valid = (mask.sum(dim=(1, 2)) > 0).to(values.dtype)
+        return _one_hot_argmax(counts, valid, generator, ties)
+    pos = (values * mask).sum(dim=1)
+    neg = ((1 - values) * mask).sum(dim=1)
+    if ties == "random":
+        coin = (torch.rand(pos.shape, generator=generator, device="cpu").to(pos.device) < 0.5).to(pos.dtype)
+    else:
+        coin = torch.full_like(pos, float("nan"))
+    out = torch.where(pos > neg, 1.0, torch.where(neg > pos, 0.0, coin))
+    return torch.where(mask.sum(dim=1) > 0, out, torch.full_like(out, float("nan")))
+
+
+class SingleLabelSet(Strategy):
+    """Train on one label set, chosen by name (``label_sets`` lists the names in order) or index."""
+
+    name = "single"
+
+    def __init__(self, label_set: str | int = 0, label_sets: Sequence[str] | None = None, multiclass: bool = False) -> None:
+        super().__init__(multiclass)
+        if isinstance(label_set, str):
+            if not label_sets or label_set not in label_sets:
+                raise ValueError(f"label set {label_set!r} is not among the label sets {list(label_sets or [])}")
+            label_set = list(label_sets).index(label_set)
+        self.index = int(label_set)
+
+    def forward(self, batch, logits, features, network):
+        return self._fixed_target_output(logits, batch["labels"][:, self.index])
+
+
+class MajorityVote(Strategy):
+    """Majority vote, recomputed each iteration so that ties get a fresh random pick (the paper's MV)."""
+
+    name = "majority"
+
+    def __init__(self, multiclass: bool = False, seed: int = 0) -> None:
+        super().__init__(multiclass)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, batch, logits, features, network):
+        return self._fixed_target_output(logits, majority_vote(batch["labels"], self.multiclass, self.generator))
+
+
+class MeanLabel(Strategy):
+    """The soft average of the available label sets (equal weights, the untrained vote)."""
+
+    name = "mean"
+
+    def forward(self, batch, logits, features, network):
+        labels = batch["labels"]
+        uniform = torch.full(labels.shape[:2], 1.0 / labels.shape[1], device=labels.device)
+        ybar, valid = v.vote(uniform, labels)
+        return self._fixed_target_output(logits, torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan"))))
+
+
+class DawidSkene(Strategy):
+    """Dawid–Skene (1979) via crowd-kit, fitted once on the whole training set (per finding when multi-label).
+
+    The fitted targets travel with the data items (key ``target``, see :func:`attach_targets`);
+    the training step only reads them.
+    """
+
+    name = "dawid_skene"
+
+    def __init__(self, multiclass: bool = False, n_iter: int = 100, target_key: str = "target") -> None:
+        super().__init__(multiclass)
+        self.n_iter = n_iter
+        self.target_key = target_key
+
+    def aggregate(self, labels: np.ndarray) -> np.ndarray:
+        import pandas as pd
+        from crowdkit.aggregation import DawidSkene as CrowdKitDS
+
+        labels = np.asarray(labels, dtype=np.float32)
+        s, m, n = labels.shape
+        if self.multiclass:
+            # One-hot sets → class index per (task, worker); a missing set has an all-NaN row.
+            present = ~np.isnan(labels).any(axis=2)
+            tasks, workers = np.nonzero(present)
+            classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
+            out = np.full((s, n), np.nan, dtype=np.float32)
+            if len(tasks):
+                df = pd.DataFrame({"task": tasks, "worker": workers, "label": classes})
+                result = CrowdKitDS(n_iter=self.n_iter).fit_predict(df)
+                out[result.index.to_numpy()] = np.eye(n, dtype=np.float32)[result.to_numpy().astype(int)]
+            return out
+        out = np.full((s, n), np.nan, dtype=np.float32)
+        for j in range(n):
+            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
+            if not len(tasks):
+                continue
+            values = labels[tasks, workers, j].astype(int)
+            if len(np.unique(values)) == 1:
+                # Every label agrees: Dawid–Skene has nothing to estimate.
+                out[tasks, j] = values
+                continue
+            df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
+            result = CrowdKitDS(n_iter=self.n_iter).fit_predict(df)
+            out[result.index.to_numpy(), j] = result.to_numpy().astype(np.float32)
+        return out
+
+    def forward(self, batch, logits, features, network):
+        if self.target_key not in batch:
+            raise KeyError(
+                f"dawid_skene needs batch[{self.target_key!r}]: build the training data with "
+                "l2v_monai.strategies.attach_targets(items, strategy) so the fitted targets travel with the items"
+            )
+        return self._fixed_target_output(logits, batch[self.target_key].float())
+
+
+class ConfusionMatrices(Strategy):
+    """Tanno et al. (CVPR 2019): one learnable confusion matrix per annotator, trace-regularised.
+
+    ``A_m = row_normalise(softplus(rho_m))`` with ``rho_m`` starting at ``6I − 5``; the loss is
+    ``Σ_m CE(p · A_m, y_m) + λ · mean_m trace(A_m)``. Multi-class: one ``K × K`` matrix per
+    annotator. Multi-label: one ``2 × 2`` matrix per annotator per finding. The matrices get their
+    own learning rate (``lr``): at the network's rate they barely leave the identity.
+    """
+
+    name = "cm"
+
+    def __init__(
+        self, num_sets: int, num_outputs: int, multiclass: bool = False, trace_weight: float = 0.01, lr: float | None = None
+    ) -> None:
+        super().__init__(multiclass)
+        self.trace_weight = trace_weight
+        self.lr = lr
+        k = num_outputs if multiclass else 2
+        shape = (num_sets, k, k) if multiclass else (num_sets, num_outputs, k, k)
+        self.rho = nn.Parameter(6.0 * torch.eye(k).expand(shape).clone() - 5.0)
+
+    def matrices(self) -> torch.Tensor:
+        a = F.softplus(self.rho)
+        return a / a.sum(dim=-1, keepdim=True)
+
+    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
+        return [
+            {"params": [p for p in network.parameters() if p.requires_grad], "lr": lr},
+            {"params": [self.rho], "lr": self.lr if self.lr is not None else lr},
+        ]
+
+    def forward(self, batch, logits, features, network):
+        labels = batch["labels"]
+        values, mask = v.split_labels(labels)
+        a = self.matrices()
+        if self.multiclass:
+            p = torch.softmax(logits.float(), dim=1)  # B × K
+            q = torch.einsum("bk,mkl->bml", p, a)  # B × M × K
+            observed = mask[..., 0]  # a missing set is missing for every class
+            ce = -(values * torch.log(q.clamp_min(1e-8))).sum(dim=2)  # B × M
+            trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
+            target = p.detach()
+        else:
+            p1 = torch.sigmoid(logits.float())  # B × N
+            p = torch.stack([1 - p1, p1], dim=-1)  # B × N × 2
+            q = torch.einsum("bnk,mnkl->bmnl", p, a)  # B × M × N × 2
+            y = torch.stack([1 - values, values], dim=-1)
+            ce = -(y * torch.log(q.clamp_min(1e-8))).sum(dim=-1)  # B × M × N
+            observed = mask
+            trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
+            target = p1.detach()
+        # Σ over annotators of each annotator's mean CE over its observed labels.
+        per_set = (ce * observed).flatten(2).sum(dim=(0, 2)) if ce.dim() > 2 else (ce * observed).sum(dim=0)
+        counts = observed.flatten(2).sum(dim=(0, 2)) if observed.dim() > 2 else observed.sum(dim=0)
+        loss = (per_set / counts.clamp_min(1.0)).sum() + self.trace_weight * trace
+        return StrategyOutput(loss=loss, target=target)
+
+
+class LearningToVote(Strategy):
+    """Learning-to-vote: virtual steps per label set → per-sample vote → refined labels (Alg. 1).
+
+    ``variant="paper"`` is the method as written: feedback ``F_m`` (GAP features under ``θ_m``),
+    ``w = softmax(W_attn Cat(F_m) + b)`` with one weight per set, ``ỹ = sigmoid(k(Σ w_m y_m − T))``
+    and the loss ``L_C(ŷ, ỹ)`` back-propagated into θ and the vote head (ỹ not detached, Eq. 4–6).
+    """
+
+    name = "l2v"
+    VARIANTS = ("paper",)
+
+    def __init__(
+        self,
+        num_sets: int,
+        feature_dim: int,
+        num_outputs: int,
+        multiclass: bool = False,
+        alpha: float = 0.2,
+        k: float = 50.0,
+        threshold: float = 0.5,
+        feedback: str = "features",
+        variant: str = "paper",
+        vote_lr: float | None = None,
+    ) -> None:
+        super().__init__(multiclass)
+        if variant not in self.VARIANTS:
+            raise ValueError(f"unknown l2v variant {variant!r}; choose one of {self.VARIANTS}")
+        if feedback not in v.FEEDBACKS:
+            raise ValueError(f"unknown feedback {feedback!r}; choose one of {sorted(v.FEEDBACKS)}")
+        self.alpha, self.k, self.threshold = alpha, k, threshold
+        self.feedback, self.variant, self.vote_lr = feedback, variant, vote_lr
+        self.head = v.VoteHead(num_sets, feature_dim, num_outputs)
+        #: Set by the trainer under AMP so inner gradients are taken on the scaled loss.
+        self.grad_scale = 1.0
+
+    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
+        return [
+            {"params": [p for p in network.parameters() if p.requires_grad], "lr": lr},
+            {"params": list(self.head.parameters()), "lr": self.vote_lr if self.vote_lr is not None else lr},
+        ]
+
+    def forward(self, batch, logits, features, network):
+        labels = batch["labels"]
+        feedback = v.virtual_step_feedback(
+            self.feedback, network, batch["image"], batch.get("report_embedding"), logits, features, labels,
+            self.alpha, self.grad_scale,
+        )
+        weights = self.head(feedback)
+        ybar, valid = v.vote(weights, labels)
+        target = v.binarize(ybar, self.k, self.threshold)
+        loss = v.masked_bce(logits, target, valid)
+        shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
+        return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach())
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, LearningToVote)
+}
+
+
+def build_strategy(
+    name: str,
+    *,
+    num_sets: int,
+    num_outputs: int,
+    feature_dim: int,
+    multiclass: bool = False,
+    label_sets: Sequence[str] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> Strategy:
+    """Build the strategy selected by one config key (``label_strategy``).
+
+    ``options`` maps a strategy name to its keyword arguments, so a bundle config keeps every
+    strategy's settings side by side and switching strategy is a one-key change.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown label_strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    kwargs = dict((options or {}).get(name, {}))
+    kwargs["multiclass"] = multiclass
+    if name == "single":
+        kwargs.setdefault("label_sets", label_sets)
+    if name in ("cm", "l2v"):
+        kwargs.update(num_sets=num_sets, num_outputs=num_outputs)
+    if name == "l2v":
+        kwargs["feature_dim"] = feature_dim
+    return STRATEGIES[name](**kwargs)
+
+
+def attach_targets(items: list[dict], strategy: Strategy, labels_key: str = "labels", target_key: str = "target") -> list[dict]:
+    """Return the items with dataset-level targets attached when the strategy fits them (Dawid–Skene).
+
+    For on-the-fly strategies the items are returned unchanged. Fitting happens here, once,
+    before training, so the training step never re-aggregates the dataset.
+    """
+    if not items:
+        return items
+    stacked = np.stack([np.asarray(_as_float(it[labels_key]), dtype=np.float32) for it in items])
+    targets = strategy.aggregate(stacked)
+    if targets is None:
+        return items
+    return [{**it, target_key: t} for it, t in zip(items, targets)]
+
+
+def _as_float(labels: Iterable) -> Any:
+    """Datalist labels may hold ``None`` for missing values; turn them into NaN."""
+    if isinstance(labels, (np.ndarray, torch.Tensor)):
+        return labels
+    return [[np.nan if x is None else x for x in row] for row in labels]

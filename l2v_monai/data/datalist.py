@@ -1,0 +1,299 @@
+"""The datalist JSON shared by every chest X-ray source, its errors and its exclusions list.
+
+A datalist is one MONAI decathlon-style JSON file::
+
+    {"findings": [N names], "label_sets": [M names],
+     "training": [items], "validation": [items], "test": [items]}
+
+with items ``{"image": path, "labels": M × N, ...}`` (``null`` = no label) and, for hand-labelled
+sets, ``"label": N``. Image paths under the datalist's folder are written relative to it, so that a
+prepared dataset folder can be moved; MONAI's ``load_decathlon_datalist`` joins them back.
+
+Bad rows raise ``DatalistSourceError`` naming the file and its line numbers. Rows left out on
+purpose (a lateral view, a study with labels but no image) go to an ``ExclusionLog``: every left-out
+row has a reason, the counts are printed by the scripts and written next to the datalist as
+``<name>.exclusions.json``. Nothing is dropped silently.
+
+Messages name files, line numbers and dataset ids (study_id, dicom_id); never report text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+SPLITS: tuple[str, ...] = ("training", "validation", "test")
+# Spellings of split names found in source files → datalist keys (MIMIC writes "train"/"validate").
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "training",
+    "training": "training",
+    "validate": "validation",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
+# Raw label values accepted in CheXpert-style label files: positive, negative, uncertain.
+POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+# A CSV's first line is its header, so data row ``i`` (0-based) sits on line ``i + 2``.
+CSV_HEADER_LINES = 1
+MAX_LISTED_ROWS = 10
+
+
+def csv_line(row_index: int) -> int:
+    """1-based line number in the CSV file of 0-based data row ``row_index`` (after the header)."""
+    return row_index + CSV_HEADER_LINES + 1
+
+
+def _rows_text(lines: Sequence[int]) -> str:
+    shown = ", ".join(str(line) for line in list(lines)[:MAX_LISTED_ROWS])
+    more = f" and {len(lines) - MAX_LISTED_ROWS} more" if len(lines) > MAX_LISTED_ROWS else ""
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
+
+
+class DatalistSourceError(ValueError):
+    """A source file (label CSV, manifest, XML archive) holds bad data; names the file and lines."""
+
+    def __init__(self, path: str | Path, message: str, lines: Sequence[int] = ()) -> None:
+        self.path = str(path)
+        self.lines = tuple(lines)
+        where = f"{self.path}, {_rows_text(self.lines)}" if self.lines else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class EmptySplitError(ValueError):
+    """A split that must hold items is empty."""
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One row left out of the datalist on purpose, and why."""
+
+    reason: str
+    source: str
+    line: int | None
+    ident: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "source": self.source, "line": self.line, "id": self.ident}
+
+
+@dataclass
+class ExclusionLog:
+    """Every left-out row with its reason; ``counts()`` summarises them for printing."""
+
+    entries: list[Exclusion] = field(default_factory=list)
+
+    def add(self, reason: str, source: str | Path, line: int | None, ident: str) -> None:
+        self.entries.append(Exclusion(reason, str(source), line, str(ident)))
+
+    def counts(self) -> dict[str, int]:
+        """Number of exclusions per reason, most frequent first."""
+        return dict(Counter(entry.reason for entry in self.entries).most_common())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines ``<count>  <reason>`` (or one line saying nothing was excluded)."""
+        if not self.entries:
+            return ["no rows excluded"]
+        return [f"{count:>8}  {reason}" for reason, count in self.counts().items()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": self.counts(), "total": len(self.entries), "excluded": [e.to_json() for e in self.entries]}
+
+
+@dataclass
+class Datalist:
+    """An in-memory datalist: finding and label-set names, items per split, and the exclusions."""
+
+    findings: list[str]
+    label_sets: list[str]
+    splits: dict[str, list[dict[str, Any]]]
+    exclusions: ExclusionLog = field(default_factory=ExclusionLog)
+
+    def counts(self) -> dict[str, int]:
+        """Items per split, in ``SPLITS`` order."""
+        return {name: len(self.splits.get(name, [])) for name in SPLITS}
+
+    def to_json(self, base_dir: str | Path | None = None) -> dict[str, Any]:
+        """The JSON document; image paths under ``base_dir`` become relative to it."""
+        document: dict[str, Any] = {"findings": list(self.findings), "label_sets": list(self.label_sets)}
+        for name in SPLITS:
+            document[name] = [_relative_item(item, base_dir) for item in self.splits.get(name, [])]
+        return document
+
+
+def _relative_item(item: Mapping[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
+    out = dict(item)
+    if base_dir is not None and isinstance(out.get("image"), str):
+        image = Path(out["image"]).absolute()
+        base = Path(base_dir).absolute()
+        # Only paths inside the datalist folder become relative: "../" chains break when it moves.
+        if image.is_relative_to(base):
+            out["image"] = image.relative_to(base).as_posix()
+    return out
+
+
+def exclusions_path(datalist_path: str | Path) -> Path:
+    """Where the exclusions list of a datalist is written: ``<stem>.exclusions.json`` beside it."""
+    path = Path(datalist_path)
+    return path.with_name(f"{path.stem}.exclusions.json")
+
+
+def write_datalist(datalist: Datalist, path: str | Path, relative_paths: bool = True) -> tuple[Path, Path]:
+    """Write the datalist JSON and its exclusions list (always, even when empty); return both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(path, datalist.to_json(path.parent if relative_paths else None))
+    excluded = exclusions_path(path)
+    _write_json(excluded, datalist.exclusions.to_json())
+    return path, excluded
+
+
+def _dumps(document: Any, depth: int = 0) -> str:
+    """JSON with one item per line inside each list of items: readable, diffable and compact.
+
+    (``indent=1`` would put every label value of a 4 × 14 matrix on its own line: twice the size.)
+    """
+    if depth < 2 and isinstance(document, dict):
+        pad = " " * (depth + 1)
+        body = ",\n".join(f"{pad}{json.dumps(key)}: {_dumps(value, depth + 1)}" for key, value in document.items())
+        return "{\n" + body + "\n" + " " * depth + "}"
+    if depth >= 1 and isinstance(document, list) and document and isinstance(document[0], dict):
+        pad = " " * (depth + 1)
+        body = ",\n".join(pad + json.dumps(item, allow_nan=False) for item in document)
+        return "[\n" + body + "\n" + " " * depth + "]"
+    return json.dumps(document, allow_nan=False)
+
+
+def _write_json(path: Path, document: Any) -> None:
+    # allow_nan=False (in _dumps): a NaN that escaped the null conversion would write invalid JSON.
+    try:
+        text = _dumps(document)
+    except ValueError as error:
+        raise ValueError(f"{path}: cannot write valid JSON ({error}); labels must use None, not NaN") from None
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def labels_to_json(values: Iterable[Any]) -> list[Any]:
+    """Nested label values with NaN → ``None`` (JSON ``null``), floats kept as floats."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, (list, tuple)) or hasattr(value, "__array__") and getattr(value, "ndim", 0) > 0:
+            out.append(labels_to_json(value))
+        elif value is None or math.isnan(float(value)):
+            out.append(None)
+        else:
+            out.append(float(value))
+    return out
+
+
+def parse_label_value(raw: Any, allowed: Iterable[float] = (POSITIVE, NEGATIVE, UNCERTAIN)) -> float:
+    """One raw label cell → float (NaN for blank); raises ``ValueError`` describing the bad value.
+
+    ``raw`` is a CSV cell read as text (``"1.0"``, ``"-1"``, ``""``) or a number.
+    """
+    if raw is None:
+        return math.nan
+    if isinstance(raw, float) and math.isnan(raw):
+        return math.nan
+    text = str(raw).strip()
+    if text == "":
+        return math.nan
+    allowed = tuple(allowed)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value not in allowed:
+        accepted = ", ".join(f"{v:g}" for v in allowed)
+        raise ValueError(f"label value {text!r} is not one of {accepted} or blank")
+    return value
+
+
+def normalise_split(raw: str) -> str | None:
+    """A source file's split name → datalist key, or ``None`` if it is not a known split name."""
+    return SPLIT_ALIASES.get(str(raw).strip().lower())
+
+
+def require_splits(
+    splits: Mapping[str, Sequence[Any]], required: Iterable[str] = SPLITS, source: str | Path = "datalist"
+) -> None:
+    """Raise ``EmptySplitError`` naming each required split that holds no item."""
+    empty = [name for name in required if not splits.get(name)]
+    if empty:
+        raise EmptySplitError(
+            f"{source}: split(s) {', '.join(empty)} would be empty after filtering "
+            "(pass allow_empty_splits / --allow-empty-splits to accept this)"
+        )
+
+
+def duplicated_lines(values: Sequence[Any]) -> dict[Any, list[int]]:
+    """Values that occur more than once in a column → the CSV line numbers where they occur."""
+    lines: dict[Any, list[int]] = {}
+    for index, value in enumerate(values):
+        lines.setdefault(value, []).append(csv_line(index))
+    return {value: where for value, where in lines.items() if len(where) > 1}
+
+
+def raise_on_duplicates(path: str | Path, column: str, values: Sequence[Any]) -> None:
+    """Raise ``DatalistSourceError`` naming the lines of the first few duplicated ``column`` values."""
+    duplicates = duplicated_lines(values)
+    if not duplicates:
+        return
+    shown = list(duplicates.items())[:3]
+    detail = "; ".join(f"{column} {value} on lines {', '.join(map(str, where))}" for value, where in shown)
+    more = f" ({len(duplicates)} duplicated values in all)" if len(duplicates) > len(shown) else ""
+    all_lines = sorted(line for where in duplicates.values() for line in where)
+    raise DatalistSourceError(path, f"duplicated {column}: {detail}{more}", all_lines)
+
+
+def _open_text(path: Path) -> IO[str]:
+    """Open a ``.csv`` or ``.csv.gz`` file as text."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "CSV file") -> pd.DataFrame:
+    """Read a CSV (or ``.csv.gz``) with every cell as stripped text (blank = ``""``); check its header.
+
+    Raises ``FileNotFoundError`` naming ``what`` and the path, and ``DatalistSourceError`` for an
+    unreadable file, repeated column names or missing ``required`` columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with _open_text(path) as stream:
+            header = [name.strip() for name in next(csv.reader(stream), [])]
+        # dtype=str + no NA parsing: cells arrive exactly as written, so "" is the only blank and a
+        # stray "NA" or "n/a" is reported as a bad value instead of silently becoming missing.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, csv.Error) as error:
+        raise DatalistSourceError(path, f"cannot be read as a CSV file ({type(error).__name__}: {error})") from None
+    if not header:
+        raise DatalistSourceError(path, "is empty (no header line)")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DatalistSourceError(path, f"column name(s) repeated in the header: {repeated}", [1])
+    frame.columns = header
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise DatalistSourceError(path, f"missing required column(s) {missing}; the header has {header}", [1])
+    return frame.apply(lambda column: column.str.strip())

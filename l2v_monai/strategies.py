@@ -178,7 +178,8 @@ class DawidSkene(Strategy):
         self.n_iter = n_iter
         self.target_key = target_key
 
-    def aggregate(self, labels: np.ndarray) -> np.ndarray:
+    def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
+        """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
         import pandas as pd
         from crowdkit.aggregation import DawidSkene as CrowdKitDS
 
@@ -192,8 +193,11 @@ class DawidSkene(Strategy):
             out = np.full((s, n), np.nan, dtype=np.float32)
             if len(tasks):
                 df = pd.DataFrame({"task": tasks, "worker": workers, "label": classes})
-                result = CrowdKitDS(n_iter=self.n_iter).fit_predict(df)
-                out[result.index.to_numpy()] = np.eye(n, dtype=np.float32)[result.to_numpy().astype(int)]
+                proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
+                cls = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)]
+                rows = np.eye(n, dtype=np.float32)[cls]
+                rows[proba.to_numpy().max(axis=1) < min_confidence] = np.nan
+                out[proba.index.to_numpy()] = rows
             return out
         out = np.full((s, n), np.nan, dtype=np.float32)
         for j in range(n):
@@ -206,8 +210,10 @@ class DawidSkene(Strategy):
                 out[tasks, j] = values
                 continue
             df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
-            result = CrowdKitDS(n_iter=self.n_iter).fit_predict(df)
-            out[result.index.to_numpy(), j] = result.to_numpy().astype(np.float32)
+            proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
+            col = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)].astype(np.float32)
+            col[proba.to_numpy().max(axis=1) < min_confidence] = np.nan
+            out[proba.index.to_numpy(), j] = col
         return out
 
     def forward(self, batch, logits, features, network):
@@ -277,16 +283,54 @@ class ConfusionMatrices(Strategy):
         return StrategyOutput(loss=loss, target=target)
 
 
+def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, multiclass: bool) -> np.ndarray:
+    """Confident consensus labels (``S × N``, NaN where not confident), fitted once on the training set.
+
+    ``dawid_skene``: the Dawid–Skene posterior's most likely label where its probability is at
+    least ``min_confidence``. ``majority``: the majority label where at least that fraction of
+    the available sets agree (``1.0`` = unanimous).
+    """
+    labels = np.asarray(labels, dtype=np.float32)
+    s, m, n = labels.shape
+    if method == "dawid_skene":
+        return DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
+    if method != "majority":
+        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene or majority")
+    present = ~np.isnan(labels)
+    values = np.nan_to_num(labels)
+    if multiclass:
+        counts = values.sum(axis=1)  # S × K
+        total = present.all(axis=2).sum(axis=1, keepdims=True)
+        frac = counts / np.maximum(total, 1)
+        best = frac.argmax(axis=1)
+        out = np.eye(n, dtype=np.float32)[best]
+        out[(frac.max(axis=1) < min_confidence) | (total[:, 0] == 0)] = np.nan
+        return out
+    total = present.sum(axis=1)
+    pos = (values * present).sum(axis=1) / np.maximum(total, 1)
+    out = (pos >= 0.5).astype(np.float32)
+    agreement = np.maximum(pos, 1 - pos)
+    out[(agreement < min_confidence) | (total == 0)] = np.nan
+    return out
+
+
 class LearningToVote(Strategy):
     """Learning-to-vote: virtual steps per label set → per-sample vote → refined labels (Alg. 1).
 
     ``variant="paper"`` is the method as written: feedback ``F_m`` (GAP features under ``θ_m``),
     ``w = softmax(W_attn Cat(F_m) + b)`` with one weight per set, ``ỹ = sigmoid(k(Σ w_m y_m − T))``
     and the loss ``L_C(ŷ, ỹ)`` back-propagated into θ and the vote head (ỹ not detached, Eq. 4–6).
+
+    ``variant="anchored"`` keeps the virtual steps and the per-sample vote but scores each
+    (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight per set *per finding*
+    for multi-label data), trains the vote only by the bilevel objective
+    :func:`~l2v_monai.vote.head_meta_loss` against confident consensus labels of other samples,
+    and trains the model on the soft refined labels (softmax CE for one-hot data). ``k`` and
+    ``threshold`` are unused there: no binarization, so no all-zero targets.
     """
 
     name = "l2v"
-    VARIANTS = ("paper",)
+    VARIANTS = ("paper", "anchored")
 
     def __init__(
         self,
@@ -300,6 +344,12 @@ class LearningToVote(Strategy):
         feedback: str = "features",
         variant: str = "paper",
         vote_lr: float | None = None,
+        consensus: str = "dawid_skene",
+        min_confidence: float = 0.9,
+        meta_step: float = 1.0,
+        hidden: int = 64,
+        target_key: str = "target",
+        seed: int = 0,
     ) -> None:
         super().__init__(multiclass)
         if variant not in self.VARIANTS:
@@ -308,7 +358,14 @@ class LearningToVote(Strategy):
             raise ValueError(f"unknown feedback {feedback!r}; choose one of {sorted(v.FEEDBACKS)}")
         self.alpha, self.k, self.threshold = alpha, k, threshold
         self.feedback, self.variant, self.vote_lr = feedback, variant, vote_lr
-        self.head = v.VoteHead(num_sets, feature_dim, num_outputs)
+        self.consensus, self.min_confidence, self.meta_step = consensus, min_confidence, meta_step
+        self.target_key = target_key
+        if variant == "paper":
+            self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
+        else:
+            per_output = 1 if multiclass else num_outputs
+            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass), per_output, hidden)
+        self.generator = torch.Generator().manual_seed(seed)
         #: Set by the trainer under AMP so inner gradients are taken on the scaled loss.
         self.grad_scale = 1.0
 
@@ -318,18 +375,46 @@ class LearningToVote(Strategy):
             {"params": list(self.head.parameters()), "lr": self.vote_lr if self.vote_lr is not None else lr},
         ]
 
+    def aggregate(self, labels: np.ndarray) -> np.ndarray | None:
+        """The anchored variant's consensus labels, fitted once; the paper variant needs none."""
+        if self.variant == "paper":
+            return None
+        return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
+
     def forward(self, batch, logits, features, network):
         labels = batch["labels"]
         feedback = v.virtual_step_feedback(
             self.feedback, network, batch["image"], batch.get("report_embedding"), logits, features, labels,
             self.alpha, self.grad_scale,
         )
-        weights = self.head(feedback)
-        ybar, valid = v.vote(weights, labels)
-        target = v.binarize(ybar, self.k, self.threshold)
-        loss = v.masked_bce(logits, target, valid)
+        if self.variant == "paper":
+            weights = self.head(feedback)
+            ybar, valid = v.vote(weights, labels)
+            target = v.binarize(ybar, self.k, self.threshold)
+            loss = v.masked_bce(logits, target, valid)
+            extras: dict[str, torch.Tensor] = {}
+        else:
+            if self.target_key not in batch:
+                raise KeyError(
+                    f"l2v (anchored) needs batch[{self.target_key!r}], the consensus labels: build the training data "
+                    "with l2v_monai.strategies.attach_targets(items, strategy)"
+                )
+            _, mask = v.split_labels(labels)
+            set_mask = mask[..., :1] if self.multiclass else mask
+            weights = self.head(v.set_descriptors(features, feedback, labels, logits, self.multiclass), set_mask)
+            weights = weights[..., 0] if self.multiclass else weights
+            ybar, valid = v.vote(weights, labels)
+            # The model learns from the refined labels; the vote learns only from the anchor.
+            model_loss = v.soft_loss(logits, ybar.detach(), valid, self.multiclass)
+            meta = v.head_meta_loss(
+                network.head, features, ybar, valid, batch[self.target_key].float(), self.multiclass,
+                self.meta_step, self.generator,
+            )
+            loss = model_loss + meta
+            target = ybar
+            extras = {"meta_loss": meta.detach(), "model_loss": model_loss.detach()}
         shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
-        return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach())
+        return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach(), extras=extras)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -225,3 +225,126 @@ def virtual_step_feedback(
     if kind not in FEEDBACKS:
         raise ValueError(f"unknown feedback {kind!r}; choose one of {sorted(FEEDBACKS)}")
     return FEEDBACKS[kind](network, image, report_embedding, logits, features, labels, alpha, grad_scale)
+
+
+# --- The anchored variant (a per-sample vote that cannot win by confirming the model) -----------
+#
+# The paper's vote is trained only by the loss of the model it feeds, so it drifts to whatever
+# the model already fits (all-zero targets, the deterministic adversary). The anchored variant
+# keeps the structure — virtual steps per label set, a per-sample attention over the sets,
+# refined labels that train the model — and changes two things:
+#   1. the attention sees, per (sample, set), what distinguishes the sets on *that* sample:
+#      the normalised feature change ΔF_m = F_m − F, the set's label, its agreement with the
+#      other sets, and the model's probability for it, plus which set it is;
+#   2. the attention is trained by a bilevel objective in the style of L2RW: a virtual step of
+#      the classifier head on one half of the batch's refined labels, scored by the loss on the
+#      *other* half's consensus labels (confident Dawid–Skene or majority, fitted before
+#      training). The model's own loss never reaches the attention.
+
+
+def _unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-8)
+
+
+def set_descriptors(
+    features: torch.Tensor, feedback: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, multiclass: bool
+) -> torch.Tensor:
+    """Per (sample, label set) attention input, ``B × M × E`` (all detached).
+
+    ``[F̂, ΔF̂_m, y_m, agreement_m, p(y_m), onehot(m)]`` where hats are unit-normalised, the
+    agreement is the fraction of the *other* sets that give the same label, and ``p(y_m)`` the
+    current model's probability of the set's label. Missing labels contribute zeros.
+    """
+    b, m, _ = labels.shape
+    values, mask = split_labels(labels)
+    f = _unit(features.detach().float()).unsqueeze(1).expand(b, m, -1)
+    df = _unit(feedback.float() - features.detach().float().unsqueeze(1))
+    if multiclass:
+        same = torch.einsum("bik,bjk->bij", values, values)  # 1 where sets i and j give the same class
+        present = mask[..., 0]
+        others = present.unsqueeze(1) * (1 - torch.eye(m, device=labels.device))
+        agree = ((same * others).sum(-1) / others.sum(-1).clamp_min(1)).unsqueeze(-1)
+        prob = (values * torch.softmax(logits.detach().float(), dim=1).unsqueeze(1)).sum(-1, keepdim=True)
+    else:
+        same = 1 - (values.unsqueeze(2) - values.unsqueeze(1)).abs()  # B × M × M × N
+        others = mask.unsqueeze(1) * (1 - torch.eye(m, device=labels.device)).view(1, m, m, 1)
+        agree = (same * others).sum(2) / others.sum(2).clamp_min(1)
+        p = torch.sigmoid(logits.detach().float()).unsqueeze(1)
+        prob = values * p + (1 - values) * (1 - p)
+    agree = agree * (mask if not multiclass else mask[..., :1])
+    prob = prob * (mask if not multiclass else mask[..., :1])
+    ident = torch.eye(m, device=labels.device).expand(b, m, m)
+    return torch.cat([f, df, values, agree, prob, ident], dim=-1)
+
+
+class SetScorer(nn.Module):
+    """A small MLP shared across label sets: descriptor of (sample, set) → score per output.
+
+    Sharing it across sets keeps the attention about *what a set says on this sample*; the
+    set's identity is one of the inputs, so per-set reliability can still be learned.
+    """
+
+    def __init__(self, in_dim: int, num_outputs: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs))
+
+    def forward(self, descriptors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax over sets of the scores, with missing sets excluded: ``B × M × outputs``."""
+        scores = self.net(descriptors)
+        scores = scores.masked_fill(mask < 0.5, -1e4)
+        return torch.softmax(scores, dim=1)
+
+
+def descriptor_dim(feature_dim: int, num_sets: int, num_outputs: int, multiclass: bool) -> int:
+    """Width of :func:`set_descriptors`' output."""
+    per_finding = 1 if multiclass else num_outputs
+    return 2 * feature_dim + num_outputs + 2 * per_finding + num_sets
+
+
+def soft_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """Soft-target loss: cross-entropy over classes (multi-class) or masked BCE (multi-label)."""
+    if multiclass:
+        rows = valid[:, 0] if valid.dim() == 2 else valid
+        ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
+        return (ce * rows).sum() / rows.sum().clamp_min(1.0)
+    return masked_bce(logits, target, valid)
+
+
+def head_meta_loss(
+    head: nn.Module,
+    features: torch.Tensor,
+    refined: torch.Tensor,
+    refined_valid: torch.Tensor,
+    anchor: torch.Tensor,
+    multiclass: bool,
+    step: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Bilevel score of the refined labels, differentiable in ``refined`` only.
+
+    The batch is split in two halves. For each half, the classifier head takes a virtual step
+    of size ``step`` on that half's refined labels; the stepped head is then scored on the other
+    half's anchor labels (NaN = no confident consensus, ignored). Features are detached and the
+    head's parameters are copies, so only the vote receives this gradient.
+    """
+    b = features.shape[0]
+    feats = features.detach().float()
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in head.named_parameters()}
+    order = torch.randperm(b, generator=generator, device="cpu").to(features.device)
+    halves = (order[: b // 2], order[b // 2 :])
+    anchor_values, anchor_mask = split_labels(anchor)
+    total = feats.new_zeros(())
+    for tr, te in (halves, halves[::-1]):
+        if len(tr) == 0 or len(te) == 0 or anchor_mask[te].sum() == 0:
+            continue
+        inner = soft_loss(functional_call(head, params, (feats[tr],)), refined[tr], refined_valid[tr], multiclass)
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+        stepped = {n: p - step * g for (n, p), g in zip(params.items(), grads)}
+        outer_logits = functional_call(head, stepped, (feats[te],))
+        if multiclass:
+            rows = anchor_mask[te][:, 0]
+            ce = -(anchor_values[te] * torch.log_softmax(outer_logits, dim=1)).sum(dim=1)
+            total = total + (ce * rows).sum() / rows.sum().clamp_min(1.0)
+        else:
+            total = total + masked_bce(outer_logits, anchor_values[te], anchor_mask[te])
+    return total

@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Cost of one training step per label strategy, relative to a plain step, measured in one run.
+
+Same network, same batch, same optimizer type; each strategy is timed over ``--steps`` steps after
+``--warmup`` steps, interleaved round-robin so that drift in the machine's speed hits every
+strategy alike. Prints seconds per step and the ratio to ``single`` (a plain supervised step).
+
+    python scripts/bench_step_cost.py                       # SmallCNN, 28×28, batch 32, M=5
+    python scripts/bench_step_cost.py --network resnet50 --size 256 --batch 8 --sets 4 --classes 14
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from monai.data import DataLoader, Dataset
+
+from l2v_monai.strategies import build_strategy
+from l2v_monai.trainer import LearningToVoteTrainer
+
+
+def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
+    from l2v_monai import networks
+
+    if name == "small_cnn":
+        return networks.SmallCNN(num_outputs=classes, in_channels=channels)
+    if name == "resnet50":
+        return networks.ResNet50Classifier(num_outputs=classes, in_channels=channels)
+    raise ValueError(f"unknown network {name!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--network", default="small_cnn", choices=["small_cnn", "resnet50"])
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--sets", type=int, default=5)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--multilabel", action="store_true", help="multi-label targets (default: one-hot multi-class)")
+    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(args.batch, 1, args.size, args.size, generator=g)
+    if args.multilabel:
+        labels = (torch.rand(args.batch, args.sets, args.classes, generator=g) > 0.7).float()
+    else:
+        labels = torch.nn.functional.one_hot(torch.randint(0, args.classes, (args.batch, args.sets), generator=g), args.classes).float()
+    batch = {"image": image, "labels": labels}
+    engines = {}
+    for name in args.strategies:
+        torch.manual_seed(0)
+        net = make_network(args.network, 1, args.classes).to(args.device)
+        strategy = build_strategy(name, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features, multiclass=not args.multilabel)
+        opt = torch.optim.Adam(strategy.param_groups(net, 1e-3))
+        loader = DataLoader(Dataset([batch]), batch_size=None)
+        engines[name] = LearningToVoteTrainer(args.device, 1, loader, net, opt, strategy, decollate=False)
+
+    def step(name: str) -> float:
+        engine = engines[name]
+        engine.state.device = torch.device(args.device)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        engine._iteration(engine, batch)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        for name in engines:
+            step(name)
+    times = {name: 0.0 for name in engines}
+    for _ in range(args.steps):
+        for name in engines:
+            times[name] += step(name)
+    base = times.get("single", min(times.values()))
+    print(f"network={args.network} size={args.size} batch={args.batch} M={args.sets} "
+          f"outputs={args.classes} device={args.device} steps={args.steps} threads={torch.get_num_threads()}")
+    print("| strategy | s / step | relative to a plain step |")
+    print("|---|---|---|")
+    for name, total in times.items():
+        print(f"| {name} | {total / args.steps:.4f} | {total / base:.2f}× |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -90,6 +90,17 @@ class LearningToVoteTrainer(SupervisedTrainer):
             **kwargs,
         )
         self.strategy = strategy.to(device)
+        # Under DDP the strategy's own parameters (vote head, confusion matrices) must be averaged
+        # across ranks like the network's, or each rank would learn its own vote.
+        self.strategy_call: nn.Module = self.strategy
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+            and any(p.requires_grad for p in self.strategy.parameters())
+        ):
+            dev = torch.device(device)
+            self.strategy_call = DistributedDataParallel(self.strategy, device_ids=[dev] if dev.type == "cuda" else None)
         self.image_key, self.labels_key, self.report_key = image_key, labels_key, report_key
 
     def _iteration(self, engine: LearningToVoteTrainer, batchdata: dict[str, Any]) -> dict:
@@ -115,7 +126,7 @@ class LearningToVoteTrainer(SupervisedTrainer):
             logits, features = forward_with_features(engine.network, image, report)
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            result = self.strategy(batch, logits, features, unwrap(engine.network))
+            result = self.strategy_call(batch, logits, features, unwrap(engine.network))
             engine.state.output[Keys.LOSS] = result.loss
             engine.state.output[Keys.LABEL] = result.target
             engine.state.output["vote_weights"] = result.weights
@@ -151,6 +162,11 @@ class LabelSetBatch:
 
     def label(self, batch: dict) -> torch.Tensor:
         if self.target == "clean":
+            if "label" not in batch:
+                raise KeyError(
+                    "evaluation target 'clean' needs the hand labels under 'label' in every item: "
+                    "evaluate on a hand-labelled datalist (scripts/prepare_mimic.py hand-labels, prepare_openi.py)"
+                )
             return batch["label"].float()
         labels = batch["labels"].float()
         if self.target == "mean":

@@ -297,3 +297,52 @@ def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "
     if missing:
         raise DatalistSourceError(path, f"missing required column(s) {missing}; the header has {header}", [1])
     return frame.apply(lambda column: column.str.strip())
+
+
+def read_datalist(
+    path: str | Path,
+    label_sets: Sequence[str] | None = None,
+    splits: Sequence[str] = SPLITS,
+    require: Sequence[str] = (),
+    findings: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Read a datalist JSON for training or evaluation.
+
+    Relative image paths are resolved against the datalist's folder; ``label_sets`` selects (and
+    orders) label sets by name, so a config can train on a subset such as ``["che_u1", "neg_u1"]``
+    without rewriting the file. Returns ``{"findings", "label_sets", <split>: items}``. A split
+    named in ``require`` that is missing or empty is an error naming the file, and so are
+    ``findings`` that differ from the datalist's (the network's outputs follow the config).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} not found: build it with scripts/prepare_mimic.py or scripts/prepare_manifest.py")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatalistSourceError(path, f"not valid JSON ({err})") from err
+    available = list(document.get("label_sets", []))
+    chosen = available if label_sets is None else list(label_sets)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise DatalistSourceError(path, f"label sets {unknown} are not in this datalist (it has {available})")
+    if findings is not None and list(findings) != list(document.get("findings", [])):
+        raise DatalistSourceError(
+            path, f"its findings {document.get('findings')} differ from the configured findings {list(findings)}"
+        )
+    index = [available.index(name) for name in chosen]
+    base = path.parent
+    out: dict[str, Any] = {"findings": list(document.get("findings", [])), "label_sets": chosen}
+    for split in splits:
+        items = []
+        for item in document.get(split, []):
+            item = dict(item)
+            if isinstance(item.get("image"), str) and not Path(item["image"]).is_absolute():
+                item["image"] = str(base / item["image"])
+            if "labels" in item and index != list(range(len(available))):
+                item["labels"] = [item["labels"][i] for i in index]
+            items.append(item)
+        if split in require and not items:
+            raise EmptySplitError(f"{path}: split {split!r} is missing or empty")
+        out[split] = items
+    return out

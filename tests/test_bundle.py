@@ -1,0 +1,178 @@
+"""The bundle end to end, as a user runs it: train, evaluate, infer, export, verify, multi-GPU.
+
+Runs ``python -m monai.bundle ...`` in subprocesses on a synthetic MIMIC-CXR tree made here.
+Tests override to 64×64 images, batch 4 and one epoch; the configs' defaults stay the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mimic_tree import make_mimic_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+SHARED = ROOT.parent / "shared"
+SMALL = ["--image_size", "64", "--batch_size", "4", "--epochs", "1", "--num_workers", "0"]
+
+
+def bundle(*args: str, cwd: Path = ROOT, launcher: list[str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def configs(*names: str) -> str:
+    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+
+
+@pytest.fixture(scope="module")
+def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A synthetic MIMIC tree, its datalist, a hand-labelled test set and report embeddings."""
+    root = tmp_path_factory.mktemp("mimic")
+    info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root), "--out", str(root / "datalist.json")],
+        check=True, capture_output=True,
+    )
+    datalist = json.loads((root / "datalist.json").read_text())
+    rng = np.random.default_rng(0)
+    with open(root / "hand.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dicom_id", *datalist["findings"]])
+        for item in datalist["test"] + datalist["validation"]:
+            writer.writerow([item["dicom_id"], *rng.integers(0, 2, len(datalist["findings"])).tolist()])
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "hand-labels", "--csv", str(root / "hand.csv"),
+         "--root", str(root), "--out", str(root / "hand_labelled.json")],
+        check=True, capture_output=True,
+    )
+    from l2v_monai.report_embedding import EmbeddingCache, save_embedding_cache
+
+    studies = sorted({it["study_id"] for split in ("training", "validation", "test") for it in datalist[split]})
+    save_embedding_cache(
+        EmbeddingCache(model="test-vectors", dim=16, pooling="mean", max_length=32,
+                       embeddings={s: torch.randn(16) for s in studies}),
+        root / "report_embeddings.pt",
+    )
+    return {"root": root, "info": info, "datalist": datalist}
+
+
+@pytest.fixture(scope="module")
+def trained(mimic: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``run training`` with the default strategy (l2v), image only; returns the bundle root used."""
+    out = tmp_path_factory.mktemp("bundle")
+    bundle("run", "training", "--config_file", str(CONFIGS / "train.json"),
+           "--dataset_dir", str(mimic["root"]), "--bundle_root", str(out), *SMALL)
+    return out
+
+
+def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> None:
+    models = trained / "models"
+    assert (models / "model.pt").is_file() and (models / "checkpoint.pt").is_file()
+    state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert state["head.weight"].shape == (14, 2048)
+    resume = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert set(resume) >= {"trainer", "network", "optimizer", "strategy"}
+    assert resume["trainer"]["iteration"] == resume["trainer"]["epoch_length"]  # one full epoch
+    assert "head.attn.weight" in resume["strategy"]  # the vote head is saved with the optimizer
+
+
+@pytest.mark.parametrize("strategy,use_report", [("majority", "False"), ("l2v", "True"), ("majority", "True")])
+def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str) -> None:
+    proc = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),
+                  "--bundle_root", str(tmp_path), "--label_strategy", strategy, "--use_report", use_report,
+                  "--report_dim", "16", *SMALL)
+    assert "val_macro_auc" in proc.stdout + proc.stderr
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert state["head.weight"].shape == (14, 2048 + (512 if use_report == "True" else 0))
+
+
+def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> None:
+    bundle("run", "--config_file", configs("train.json", "evaluate.json"), "--dataset_dir", str(mimic["root"]),
+           "--bundle_root", str(trained), *SMALL)
+    out = trained / "eval" / "test"
+    rows = list(csv.reader(open(out / "auc.csv")))
+    assert rows[0][0] == "finding" and len(rows) == 1 + 14 + 1 and rows[-1][0] == "Average"
+    pngs = list((out / "roc").glob("*.png"))
+    assert len(pngs) >= 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == len(json.loads((mimic["root"] / "hand_labelled.json").read_text())["test"])
+
+
+def test_inference_writes_14_probabilities_per_image(mimic: dict, trained: Path) -> None:
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--datalist", str(mimic["root"] / "hand_labelled.json"),
+           "--bundle_root", str(trained), "--image_size", "64", "--num_workers", "0")
+    rows = list(csv.reader(open(trained / "eval" / "predictions.csv")))
+    assert len(rows) == len(json.loads((mimic["root"] / "hand_labelled.json").read_text())["test"])
+    values = np.array([[float(x) for x in r[1:]] for r in rows])
+    assert values.shape[1] == 14 and ((values >= 0) & (values <= 1)).all()
+
+
+def test_inference_config_has_the_keys_deploy_and_label_load() -> None:
+    config = json.loads((CONFIGS / "inference.json").read_text())
+    assert {"network_def", "preprocessing", "postprocessing", "inferer", "device", "bundle_root"} <= set(config)
+    meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
+    assert list(meta["inputs"]) == ["image"] and list(meta["outputs"]) == ["pred"]
+    assert len(meta["outputs"]["pred"]["channel_def"]) == 14
+
+
+def test_export_matches_eager_and_carries_metadata(trained: Path) -> None:
+    ts = trained / "models" / "model.ts"
+    bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained / "models" / "model.pt"),
+           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"))
+    extra = {"metadata.json": ""}
+    exported = torch.jit.load(str(ts), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 14
+    from l2v_monai.networks import ResNet50Classifier
+
+    eager = ResNet50Classifier()
+    eager.load_state_dict(torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True))
+    eager.eval()
+    x = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (exported(x) - eager(x)).abs().max().item() < 1e-5
+
+
+def test_verify_metadata_and_net_in_out() -> None:
+    schema = SHARED / "monai" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip("../shared/monai/meta_schema_20240725.json is absent")
+    proc = bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(schema))
+    assert "verified with no error" in proc.stdout + proc.stderr
+    proc = bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
+                  "--config_file", str(CONFIGS / "train.json"))
+    assert "verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_multi_gpu_overlay_trains_one_epoch_under_torchrun_on_cpu(mimic: dict, tmp_path: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    proc = bundle("run", "training", "--config_file", configs("train.json", "multi_gpu_train.json"),
+                  "--dataset_dir", str(mimic["root"]), "--bundle_root", str(tmp_path),
+                  "--image_size", "64", "--batch_size", "2", "--epochs", "1", "--num_workers", "0",
+                  launcher=torchrun, cwd=tmp_path)
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert "val_macro_auc" in proc.stdout + proc.stderr
+
+
+def test_poc_config_runs_on_digits_and_writes_results(tmp_path: Path) -> None:
+    bundle("run", "--config_file", str(CONFIGS / "cifar10.json"), "--dataset", "digits", "--epochs", "1",
+           "--max_train", "600", "--max_test", "200", "--bundle_root", str(tmp_path))
+    (results,) = list((tmp_path / "eval").glob("*/results.json"))
+    data = json.loads(results.read_text())
+    assert 0.0 <= data["test_accuracy"] <= 1.0
+    assert set(data["vote_weights"]) == {"HS", "SF", "OC", "AD", "AVG"}
+    assert data["vote_weights"]["AD"]["clean"] is None  # AD is never right
+    assert data["annotator_label_accuracy"]["AD"] == 0.0

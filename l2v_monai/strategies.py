@@ -325,7 +325,8 @@ class LearningToVote(Strategy):
     (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight per set *per finding*
     for multi-label data), trains the vote only by the bilevel objective
     :func:`~l2v_monai.vote.head_meta_loss` against confident consensus labels of other samples,
-    and trains the model on the soft refined labels (softmax CE for one-hot data). ``k`` and
+    and trains the model on the refined labels (hard decisions by default, ``refined="soft"`` for
+    the mixture; softmax CE for one-hot data). ``k`` and
     ``threshold`` are unused there: no binarization, so no all-zero targets.
     """
 
@@ -348,6 +349,7 @@ class LearningToVote(Strategy):
         min_confidence: float = 0.9,
         meta_step: float = 1.0,
         hidden: int = 64,
+        refined: str = "hard",
         target_key: str = "target",
         seed: int = 0,
     ) -> None:
@@ -359,6 +361,9 @@ class LearningToVote(Strategy):
         self.alpha, self.k, self.threshold = alpha, k, threshold
         self.feedback, self.variant, self.vote_lr = feedback, variant, vote_lr
         self.consensus, self.min_confidence, self.meta_step = consensus, min_confidence, meta_step
+        if refined not in ("hard", "soft"):
+            raise ValueError(f"refined must be 'hard' or 'soft', got {refined!r}")
+        self.refined = refined
         self.target_key = target_key
         if variant == "paper":
             self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
@@ -405,7 +410,10 @@ class LearningToVote(Strategy):
             weights = weights[..., 0] if self.multiclass else weights
             ybar, valid = v.vote(weights, labels)
             # The model learns from the refined labels; the vote learns only from the anchor.
-            model_loss = v.soft_loss(logits, ybar.detach(), valid, self.multiclass)
+            # "hard" takes the vote's decision (argmax, or ȳ ≥ 0.5 per finding): a soft mixture of
+            # structured-noise labels teaches the model the noise structure along with the class.
+            model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
+            model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
             meta = v.head_meta_loss(
                 network.head, features, ybar, valid, batch[self.target_key].float(), self.multiclass,
                 self.meta_step, self.generator,

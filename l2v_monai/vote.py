@@ -301,6 +301,13 @@ def descriptor_dim(feature_dim: int, num_sets: int, num_outputs: int, multiclass
     return 2 * feature_dim + num_outputs + 2 * per_finding + num_sets
 
 
+def harden(ybar: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """The vote's decision: one-hot of the argmax (multi-class) or ``ȳ ≥ 0.5`` per finding."""
+    if multiclass:
+        return F.one_hot(ybar.argmax(dim=1), ybar.shape[1]).to(ybar.dtype)
+    return (ybar >= 0.5).to(ybar.dtype)
+
+
 def soft_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, multiclass: bool) -> torch.Tensor:
     """Soft-target loss: cross-entropy over classes (multi-class) or masked BCE (multi-label)."""
     if multiclass:
@@ -324,12 +331,17 @@ def head_meta_loss(
 
     The batch is split in two halves. For each half, the classifier head takes a virtual step
     of size ``step`` on that half's refined labels; the stepped head is then scored on the other
-    half's anchor labels (NaN = no confident consensus, ignored). Features are detached and the
-    head's parameters are copies, so only the vote receives this gradient.
+    half's anchor labels (NaN = no confident consensus, ignored). Features are detached and
+    centred, only the head's weight (a copy) takes the step, so only the vote receives this gradient.
     """
     b = features.shape[0]
+    # Centred features, and a step of the weight only: what all samples share (the mean feature,
+    # the bias) would otherwise dominate the score and reward matching class frequencies instead
+    # of labelling each sample right.
     feats = features.detach().float()
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in head.named_parameters()}
+    feats = feats - feats.mean(dim=0, keepdim=True)
+    params = {n: p.detach().clone().requires_grad_(n == "weight") for n, p in head.named_parameters()}
+    trainable = {n: p for n, p in params.items() if p.requires_grad}
     order = torch.randperm(b, generator=generator, device="cpu").to(features.device)
     halves = (order[: b // 2], order[b // 2 :])
     anchor_values, anchor_mask = split_labels(anchor)
@@ -338,8 +350,8 @@ def head_meta_loss(
         if len(tr) == 0 or len(te) == 0 or anchor_mask[te].sum() == 0:
             continue
         inner = soft_loss(functional_call(head, params, (feats[tr],)), refined[tr], refined_valid[tr], multiclass)
-        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
-        stepped = {n: p - step * g for (n, p), g in zip(params.items(), grads)}
+        grads = torch.autograd.grad(inner, list(trainable.values()), create_graph=True)
+        stepped = {**params, **{n: p - step * g for (n, p), g in zip(trainable.items(), grads)}}
         outer_logits = functional_call(head, stepped, (feats[te],))
         if multiclass:
             rows = anchor_mask[te][:, 0]

@@ -1,0 +1,115 @@
+"""The anchored learning-to-vote variant: per-sample weights, no degenerate targets, anchor-only vote gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from l2v_monai import vote as v
+from l2v_monai.strategies import LearningToVote, attach_targets, consensus_targets
+from tiny_nets import TinyNet
+
+
+def _two_kinds(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images of two kinds (dark / bright). Set 0 is right on dark images, set 1 on bright ones,
+    set 2 is right a third of the time. Returns images, truth, label sets (one-hot), kind."""
+    g = torch.Generator().manual_seed(seed)
+    kind = torch.arange(n) % 2
+    truth = torch.randint(0, 3, (n,), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    # The class is a texture (horizontal stripes, vertical stripes, checkerboard); the kind is brightness.
+    textures = torch.stack([(yy % 2), (xx % 2), ((yy + xx) % 2)]).float()
+    image = 0.3 * textures[truth].unsqueeze(1) + 0.6 * kind.view(-1, 1, 1, 1) + 0.05 * torch.rand(n, 1, 8, 8, generator=g)
+    wrong = (truth + 1 + torch.randint(0, 2, (n,), generator=g)) % 3
+    set0 = torch.where(kind == 0, truth, wrong)
+    set1 = torch.where(kind == 1, truth, wrong)
+    set2 = torch.randint(0, 3, (n,), generator=g)
+    sets = torch.nn.functional.one_hot(torch.stack([set0, set1, set2], 1), 3).float()
+    return image, truth, sets, kind
+
+
+def test_anchored_weights_respond_per_sample() -> None:
+    torch.manual_seed(0)
+    image, truth, sets, kind = _two_kinds()
+    anchor = torch.nn.functional.one_hot(truth, 3).float()  # a confident consensus, fitted before training
+    net = TinyNet(num_outputs=3, width=8)
+    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
+                              variant="anchored", vote_lr=0.05)
+    opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
+    for step in range(300):
+        idx = torch.randperm(len(image))[:64]
+        features = net.features(image[idx])
+        out = strategy({"image": image[idx], "labels": sets[idx], "target": anchor[idx]}, net.head(features), features, net)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    features = net.features(image)
+    w = strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net).weights
+    # Set 0 is trusted on dark images, set 1 on bright ones: the vote differs per sample, not per set.
+    assert w[kind == 0, 0].mean() > w[kind == 1, 0].mean() + 0.1
+    assert w[kind == 1, 1].mean() > w[kind == 0, 1].mean() + 0.1
+
+
+def test_anchored_targets_are_never_all_zero_where_paper_binarization_is() -> None:
+    torch.manual_seed(0)
+    image, truth, _, _ = _two_kinds(n=64)
+    # Three sets that disagree on every sample: the case built to provoke all-zero targets.
+    sets = torch.nn.functional.one_hot(torch.stack([truth, (truth + 1) % 3, (truth + 2) % 3], 1), 3).float()
+    net = TinyNet(num_outputs=3)
+    features = net.features(image)
+    logits = net.head(features)
+    batch = {"image": image, "labels": sets, "target": torch.nn.functional.one_hot(truth, 3).float()}
+    paper = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="paper")
+    # With near-uniform weights no class reaches T = 0.5: the paper's binarized targets are all zero.
+    zero_rows = (paper(batch, logits, features, net).target.max(dim=1).values < 0.5).float().mean()
+    assert zero_rows == 1.0
+    anchored = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored")
+    out = anchored(batch, logits, features, net)
+    assert torch.allclose(out.target.sum(dim=1), torch.ones(64))  # a distribution over classes on every row
+    assert torch.allclose(v.harden(out.target, True).sum(dim=1), torch.ones(64))
+
+
+def test_anchored_multilabel_vote_is_per_finding_and_keeps_positives() -> None:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    truth = (torch.rand(64, 4, generator=g) < 0.4).float()
+    sets = torch.stack([torch.zeros_like(truth), truth, truth], dim=1)  # set 0: "fewest positives"
+    net = TinyNet(num_outputs=4)
+    image = torch.rand(64, 1, 6, 6, generator=g)
+    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=4, variant="anchored")
+    features = net.features(image)
+    out = strategy({"image": image, "labels": sets, "target": truth}, net.head(features), features, net)
+    assert out.weights.shape == (64, 3, 4)
+    assert torch.allclose(out.weights.sum(dim=1), torch.ones(64, 4))
+    # Two of three sets say 1 wherever the truth is 1, so the refined label keeps every positive.
+    assert (v.harden(out.target, False) == truth).all()
+
+
+def test_only_the_anchor_trains_the_vote() -> None:
+    torch.manual_seed(0)
+    image, truth, sets, _ = _two_kinds(n=32)
+    net = TinyNet(num_outputs=3)
+    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored")
+    features = net.features(image)
+    logits = net.head(features)
+    no_anchor = torch.full((32, 3), float("nan"))
+    out = strategy({"image": image, "labels": sets, "target": no_anchor}, logits, features, net)
+    out.loss.backward()
+    # Without confident consensus labels the model still learns, the vote gets no gradient at all.
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in strategy.head.parameters())
+    assert net.head.weight.grad.abs().sum() > 0
+
+
+def test_consensus_targets_confident_majority_and_dawid_skene() -> None:
+    labels = np.array([[[1.0], [1.0], [1.0]], [[1.0], [0.0], [1.0]], [[0.0], [np.nan], [0.0]]], dtype=np.float32)
+    unanimous = consensus_targets(labels, "majority", 1.0, multiclass=False)[:, 0]
+    assert unanimous[0] == 1 and np.isnan(unanimous[1]) and unanimous[2] == 0
+    two_thirds = consensus_targets(labels, "majority", 0.6, multiclass=False)[:, 0]
+    assert two_thirds.tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="unknown consensus"):
+        consensus_targets(labels, "vote", 0.5, multiclass=False)
+    items = [{"labels": labels[i]} for i in range(3)]
+    anchored = LearningToVote(num_sets=3, feature_dim=4, num_outputs=1, variant="anchored", consensus="majority", min_confidence=1.0)
+    assert np.isnan(attach_targets(items, anchored)[1]["target"][0])
+    assert "target" not in attach_targets(items, LearningToVote(num_sets=3, feature_dim=4, num_outputs=1))[0]

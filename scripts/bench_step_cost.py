@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", type=int, default=5)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (default: one-hot multi-class)")
-    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v"])
+    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v", "l2v_anchored"],
+                   help="strategy names; l2v is the paper variant, l2v_anchored the anchored one")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -52,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         labels = (torch.rand(args.batch, args.sets, args.classes, generator=g) > 0.7).float()
     else:
         labels = torch.nn.functional.one_hot(torch.randint(0, args.classes, (args.batch, args.sets), generator=g), args.classes).float()
-    batch = {"image": image, "labels": labels}
+    # The consensus targets are fitted before training; for timing, the first set stands in for them.
+    batch = {"image": image, "labels": labels, "target": labels[:, 0]}
     engines = {}
     for name in args.strategies:
         torch.manual_seed(0)
         net = make_network(args.network, 1, args.classes).to(args.device)
-        strategy = build_strategy(name, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features, multiclass=not args.multilabel)
+        kind, _, variant = name.partition("_")
+        options = {"l2v": {"variant": variant}} if variant else {}
+        strategy = build_strategy(kind, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features,
+                                  multiclass=not args.multilabel, options=options)
         opt = torch.optim.Adam(strategy.param_groups(net, 1e-3))
         loader = DataLoader(Dataset([batch]), batch_size=None)
         engines[name] = LearningToVoteTrainer(args.device, 1, loader, net, opt, strategy, decollate=False)

@@ -40,14 +40,19 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "cm": ("cm", {"lr": 0.01}),
     "l2v_paper": ("l2v", {"variant": "paper"}),
     "l2v_anchored": ("l2v", {"variant": "anchored", "vote_lr": 0.01}),
+    # The same, anchored on unanimous labels instead of confident Dawid–Skene.
+    "l2v_anchored_unanimous": ("l2v", {"variant": "anchored", "vote_lr": 0.01, "consensus": "majority", "min_confidence": 1.0}),
 }
+
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.no_grad()
 def predict(net: torch.nn.Module, items: list[dict]) -> np.ndarray:
     net.eval()
-    images = torch.from_numpy(np.stack([it["image"] for it in items]))
-    return torch.sigmoid(torch.cat([net(images[i : i + 512]) for i in range(0, len(images), 512)])).numpy()
+    images = torch.from_numpy(np.stack([it["image"] for it in items])).to(DEVICE)
+    return torch.sigmoid(torch.cat([net(images[i : i + 512]) for i in range(0, len(images), 512)])).cpu().numpy()
 
 
 def run(method: str, seed: int, epochs: int, n_train: int) -> dict[str, Any]:
@@ -57,12 +62,12 @@ def run(method: str, seed: int, epochs: int, n_train: int) -> dict[str, Any]:
     if method == "truth":
         training = [{**it, "labels": np.stack([it["truth"]] * 4)} for it in training]
     torch.manual_seed(seed)
-    net = SmallCNN(num_outputs=len(data["findings"]), in_channels=1)
+    net = SmallCNN(num_outputs=len(data["findings"]), in_channels=1).to(DEVICE)
     strategy = build_strategy(name, num_sets=4, num_outputs=len(data["findings"]), feature_dim=net.num_features,
                               label_sets=data["label_sets"], options={name: options})
     items = attach_targets(training, strategy)
     loader = DataLoader(Dataset(items), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    trainer = LearningToVoteTrainer("cpu", epochs, loader, net, torch.optim.Adam(strategy.param_groups(net, 1e-3)), strategy,
+    trainer = LearningToVoteTrainer(DEVICE, epochs, loader, net, torch.optim.Adam(strategy.param_groups(net, 1e-3)), strategy,
                                     decollate=False)
     start = time.perf_counter()
     trainer.run()
@@ -70,7 +75,8 @@ def run(method: str, seed: int, epochs: int, n_train: int) -> dict[str, Any]:
     test = per_finding_auc(np.stack([it["label"] for it in data["test"]]), predict(net, data["test"]), data["findings"])
     noisy = majority_vote(torch.from_numpy(np.stack([it["labels"] for it in data["validation"]])), False, ties="nan").numpy()
     val = per_finding_auc(noisy, predict(net, data["validation"]), data["findings"])
-    return {"method": method, "seed": seed, "test_mean_auc": test["macro_auc"], "val_noisy_mean_auc": val["macro_auc"], "seconds": seconds}
+    return {"method": method, "seed": seed, "test_mean_auc": test["macro_auc"], "val_noisy_mean_auc": val["macro_auc"],
+            "seconds": seconds, "device": str(DEVICE)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "multilabel_testbed.md")
+    p.add_argument("--collect", nargs="*", type=Path, default=None,
+                   help="only merge the .json files of earlier runs (e.g. one process per method) into one table")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     runs: dict[str, list[dict[str, Any]]] = {}
     command = "python scripts/reproduce_multilabel_testbed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for method in args.methods:
+    for path in args.collect or []:
+        for method, results in json.loads(path.read_text()).items():
+            runs.setdefault(method, []).extend(results)
+    for method in args.methods if args.collect is None else []:
         for seed in args.seeds:
             result = run(method, seed, args.epochs, args.n_train)
             runs.setdefault(method, []).append(result)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--max-train", type=int, default=16000)
     parser.add_argument("--max-test", type=int, default=10000)
-    parser.add_argument("--network", default="l2v_monai.networks.SmallCNN")
+    parser.add_argument("--network", default="SmallCNN", choices=["SmallCNN", "ResNet50Classifier"])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="extra config overrides for every run")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "poc.md")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "max_train": args.max_train,
         "max_test": args.max_test,
-        "network_target": args.network,
+        "network_class": f"${args.network}",
         "bundle_root": str(args.out.parent / "runs"),
     }
     if args.data_root:

@@ -118,6 +118,19 @@ def test_inference_writes_14_probabilities_per_image(mimic: dict, trained: Path)
     assert len(rows) == len(json.loads((mimic["root"] / "hand_labelled.json").read_text())["test"])
     values = np.array([[float(x) for x in r[1:]] for r in rows])
     assert values.shape[1] == 14 and ((values >= 0) & (values <= 1)).all()
+    # The evaluation CLI scores that CSV against the hand labels.
+    out = trained / "eval" / "cli"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(trained / "eval" / "predictions.csv"),
+                           "--datalist", str(mimic["root"] / "hand_labelled.json"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "macro AUC" in proc.stdout and (out / "auc.csv").is_file() and (out / "roc" / "roc_all.png").is_file()
+    # A predictions file that misses a labelled image is refused, naming the count.
+    (trained / "eval" / "short.csv").write_text("\n".join(",".join(r) for r in rows[:-1]) + "\n")
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(trained / "eval" / "short.csv"),
+                          "--datalist", str(mimic["root"] / "hand_labelled.json"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "1 labelled images without a prediction" in bad.stderr
 
 
 def test_inference_config_has_the_keys_deploy_and_label_load() -> None:

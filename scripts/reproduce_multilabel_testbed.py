@@ -107,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Multi-label testbed ({args.n_train} training images, 20% noisy validation, 2000 test, 5 findings, "
         f"{args.epochs} epochs, SmallCNN; seeds {', '.join(map(str, args.seeds))}). Produced by:", "", f"    {command}", "",
-        "| method | test mean AUC vs truth (mean) | per seed | noisy-validation mean AUC (mean) | s / run |",
-        "|---|---|---|---|---|",
+        "| method | test mean AUC vs truth (mean) | per seed | noisy-validation mean AUC (mean) | s / run | device |",
+        "|---|---|---|---|---|---|",
     ]
     for method, results in runs.items():
         test = [r["test_mean_auc"] for r in results]
         lines.append(f"| {method} | {statistics.fmean(test):.4f} | {' / '.join(f'{t:.4f}' for t in test)} | "
                      f"{statistics.fmean(r['val_noisy_mean_auc'] for r in results):.4f} | "
-                     f"{statistics.fmean(r['seconds'] for r in results):.0f} |")
+                     f"{statistics.fmean(r['seconds'] for r in results):.0f} | "
+                     f"{', '.join(sorted({r.get('device', '?') for r in results}))} |")
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(runs, indent=1))
     print(args.out.read_text())

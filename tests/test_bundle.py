@@ -144,7 +144,7 @@ def test_inference_config_has_the_keys_deploy_and_label_load() -> None:
 def test_export_matches_eager_and_carries_metadata(trained: Path) -> None:
     ts = trained / "models" / "model.ts"
     bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained / "models" / "model.pt"),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"))
+           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", configs("train.json", "inference.json"))
     extra = {"metadata.json": ""}
     exported = torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 14

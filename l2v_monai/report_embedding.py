@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 logger = logging.getLogger(__name__)

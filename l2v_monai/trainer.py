@@ -7,7 +7,7 @@ it, and fires MONAI's ``IterationEvents`` so postprocessing, metrics and handler
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

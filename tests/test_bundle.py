@@ -109,6 +109,11 @@ def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> 
     assert len(pngs) >= 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_samples"] == len(json.loads((mimic["root"] / "hand_labelled.json").read_text())["test"])
+    # On request, each training label set's own AUC against the hand labels (Table 4, left part).
+    bundle("run", "--config_file", configs("train.json", "evaluate.json"), "--dataset_dir", str(mimic["root"]),
+           "--bundle_root", str(trained), "--label_set_auc", "True", *SMALL)
+    header = next(csv.reader(open(out / "auc.csv")))
+    assert header == ["finding", "neg_u0", "neg_u1", "che_u0", "che_u1", "R50_l2v"]
 
 
 def test_inference_writes_14_probabilities_per_image(mimic: dict, trained: Path) -> None:

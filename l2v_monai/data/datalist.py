@@ -346,3 +346,29 @@ def read_datalist(
             raise EmptySplitError(f"{path}: split {split!r} is missing or empty")
         out[split] = items
     return out
+
+
+def attach_label_sets(items: Sequence[Mapping[str, Any]], source: Mapping[str, Any], key: str = "labels") -> list[dict[str, Any]]:
+    """Give hand-labelled ``items`` the noisy label sets that ``source`` (a read datalist) holds for the
+    same images, so evaluation can score each training label set against the hand labels.
+
+    Images are matched by resolved path across all of ``source``'s splits; an item whose image has
+    no label sets there is an error naming it (a partial join would silently bias the comparison).
+    """
+    by_image: dict[str, Any] = {}
+    for split in SPLITS:
+        for item in source.get(split, []):
+            if key in item:
+                by_image[str(Path(item["image"]).resolve())] = item[key]
+    out, missing = [], []
+    for item in items:
+        found = by_image.get(str(Path(item["image"]).resolve()))
+        if found is None:
+            missing.append(item["image"])
+        out.append({**item, key: found})
+    if missing:
+        raise ValueError(
+            f"{len(missing)} hand-labelled images have no label sets in the training datalist (first: {missing[:3]}); "
+            "set label_set_auc to false or evaluate on images the datalist covers"
+        )
+    return out

@@ -89,6 +89,19 @@ def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> N
     assert "head.attn.weight" in resume["strategy"]  # the vote head is saved with the optimizer
 
 
+def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(trained / "models", tmp_path / "models")
+    small = [a if a != "1" else "2" for a in SMALL]  # --epochs 2: one more epoch after the saved one
+    proc = bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),
+                  "--bundle_root", str(tmp_path), "--resume", "True", *small)
+    log = proc.stdout + proc.stderr
+    assert "Epoch[2]" in log and "Epoch[1] Complete" not in log  # epoch 1 was restored, not re-run
+    resume = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert resume["trainer"]["iteration"] == 2 * resume["trainer"]["epoch_length"]
+
+
 @pytest.mark.parametrize("strategy,use_report", [("majority", "False"), ("l2v", "True"), ("majority", "True")])
 def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str) -> None:
     proc = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),

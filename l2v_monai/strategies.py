@@ -178,28 +178,32 @@ class DawidSkene(Strategy):
         self.n_iter = n_iter
         self.target_key = target_key
 
-    def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
-        """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
+    def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray, min_confidence: float):
+        """Fit Dawid–Skene on ``(task, worker, label)`` triples; return the tasks, their most likely
+        label and a mask of the tasks whose posterior reaches ``min_confidence``."""
         import pandas as pd
         from crowdkit.aggregation import DawidSkene as CrowdKitDS
 
+        df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
+        proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
+        best = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)]
+        return proba.index.to_numpy(), best, proba.to_numpy().max(axis=1) >= min_confidence
+
+    def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
+        """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
         labels = np.asarray(labels, dtype=np.float32)
         s, m, n = labels.shape
+        out = np.full((s, n), np.nan, dtype=np.float32)
         if self.multiclass:
             # One-hot sets → class index per (task, worker); a missing set has an all-NaN row.
-            present = ~np.isnan(labels).any(axis=2)
-            tasks, workers = np.nonzero(present)
-            classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
-            out = np.full((s, n), np.nan, dtype=np.float32)
+            tasks, workers = np.nonzero(~np.isnan(labels).any(axis=2))
             if len(tasks):
-                df = pd.DataFrame({"task": tasks, "worker": workers, "label": classes})
-                proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
-                cls = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)]
-                rows = np.eye(n, dtype=np.float32)[cls]
-                rows[proba.to_numpy().max(axis=1) < min_confidence] = np.nan
-                out[proba.index.to_numpy()] = rows
+                classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
+                fitted, best, confident = self._fit(tasks, workers, classes, min_confidence)
+                rows = np.eye(n, dtype=np.float32)[best]
+                rows[~confident] = np.nan
+                out[fitted] = rows
             return out
-        out = np.full((s, n), np.nan, dtype=np.float32)
         for j in range(n):
             tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
             if not len(tasks):
@@ -209,11 +213,8 @@ class DawidSkene(Strategy):
                 # Every label agrees: Dawid–Skene has nothing to estimate.
                 out[tasks, j] = values
                 continue
-            df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
-            proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
-            col = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)].astype(np.float32)
-            col[proba.to_numpy().max(axis=1) < min_confidence] = np.nan
-            out[proba.index.to_numpy(), j] = col
+            fitted, best, confident = self._fit(tasks, workers, values, min_confidence)
+            out[fitted, j] = np.where(confident, best, np.nan)
         return out
 
     def forward(self, batch, logits, features, network):

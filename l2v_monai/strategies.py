@@ -10,6 +10,7 @@ expose them through :meth:`Strategy.param_groups`, which the optimizer is built 
 * ``mean`` — the soft average of the available label sets.
 * ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit), fitted once before training.
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
+* ``consensus`` — only the entries where the sets confidently agree (unanimous by default).
 * ``l2v`` — learning-to-vote (:mod:`l2v_monai.vote`).
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "MeanLabel",
     "DawidSkene",
     "ConfusionMatrices",
+    "Consensus",
     "LearningToVote",
     "STRATEGIES",
     "build_strategy",
@@ -315,6 +317,34 @@ def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, mu
     return out
 
 
+class Consensus(Strategy):
+    """Train only where the label sets confidently agree (:func:`consensus_targets`); the rest is masked.
+
+    The strongest label-only baseline on the multi-label testbed: no guess on a contested entry is
+    better than a coin flip there. With the defaults it is the anchor the ``l2v`` anchored
+    variant starts from, so it shows what the vote adds on the contested entries.
+    """
+
+    name = "consensus"
+
+    def __init__(
+        self, multiclass: bool = False, consensus: str = "majority", min_confidence: float = 1.0, target_key: str = "target"
+    ) -> None:
+        super().__init__(multiclass)
+        self.consensus, self.min_confidence, self.target_key = consensus, min_confidence, target_key
+
+    def aggregate(self, labels: np.ndarray) -> np.ndarray:
+        return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
+
+    def forward(self, batch, logits, features, network):
+        if self.target_key not in batch:
+            raise KeyError(
+                f"consensus needs batch[{self.target_key!r}]: build the training data with "
+                "l2v_monai.strategies.attach_targets(items, strategy)"
+            )
+        return self._fixed_target_output(logits, batch[self.target_key].float())
+
+
 class LearningToVote(Strategy):
     """Learning-to-vote: virtual steps per label set → per-sample vote → refined labels (Alg. 1).
 
@@ -324,15 +354,23 @@ class LearningToVote(Strategy):
 
     ``variant="anchored"`` keeps the virtual steps and the per-sample vote but scores each
     (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight per set *per finding*
-    for multi-label data), trains the vote only by the bilevel objective
-    :func:`~l2v_monai.vote.head_meta_loss` against confident consensus labels of other samples,
-    and trains the model on the refined labels (hard decisions by default, ``refined="soft"`` for
-    the mixture; softmax CE for one-hot data). ``k`` and
-    ``threshold`` are unused there: no binarization, so no all-zero targets.
+    for multi-label data) and trains the model on the refined labels (hard decisions by default,
+    ``refined="soft"`` for the mixture; softmax CE for one-hot data). The vote never sees the
+    model's loss; what trains it is ``vote_objective``:
+
+    * ``"meta"``: the bilevel objective :func:`~l2v_monai.vote.head_meta_loss`, a virtual step
+      on the refined labels scored on other samples' confident consensus labels;
+    * ``"probe"``: an :class:`~l2v_monai.vote.AnchorProbe` (a linear classifier on the features,
+      fitted to the consensus labels only) joins the vote's input, and the vote is trained to
+      agree with the consensus where a sample has one and with the probe where it has none
+      (:func:`~l2v_monai.vote.anchor_agreement_loss`).
+
+    ``k`` and ``threshold`` are unused there: no binarization, so no all-zero targets.
     """
 
     name = "l2v"
     VARIANTS = ("paper", "anchored")
+    VOTE_OBJECTIVES = ("meta", "probe")
 
     def __init__(
         self,
@@ -351,6 +389,7 @@ class LearningToVote(Strategy):
         meta_step: float = 1.0,
         hidden: int = 64,
         refined: str = "hard",
+        vote_objective: str = "meta",
         target_key: str = "target",
         seed: int = 0,
     ) -> None:
@@ -365,12 +404,18 @@ class LearningToVote(Strategy):
         if refined not in ("hard", "soft"):
             raise ValueError(f"refined must be 'hard' or 'soft', got {refined!r}")
         self.refined = refined
+        if vote_objective not in self.VOTE_OBJECTIVES:
+            raise ValueError(f"unknown vote_objective {vote_objective!r}; choose one of {self.VOTE_OBJECTIVES}")
+        self.vote_objective = vote_objective
         self.target_key = target_key
         if variant == "paper":
             self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
         else:
             per_output = 1 if multiclass else num_outputs
-            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass), per_output, hidden)
+            probe = vote_objective == "probe"
+            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe), per_output, hidden)
+        # A module attribute, so it is checkpointed with the vote and trained at the vote's rate.
+        self.probe = v.AnchorProbe(feature_dim, num_outputs) if variant == "anchored" and vote_objective == "probe" else None
         self.generator = torch.Generator().manual_seed(seed)
         #: Set by the trainer under AMP so inner gradients are taken on the scaled loss.
         self.grad_scale = 1.0
@@ -378,7 +423,8 @@ class LearningToVote(Strategy):
     def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
         return [
             {"params": [p for p in network.parameters() if p.requires_grad], "lr": lr},
-            {"params": list(self.head.parameters()), "lr": self.vote_lr if self.vote_lr is not None else lr},
+            {"params": list(self.head.parameters()) + (list(self.probe.parameters()) if self.probe is not None else []),
+             "lr": self.vote_lr if self.vote_lr is not None else lr},
         ]
 
     def aggregate(self, labels: np.ndarray) -> np.ndarray | None:
@@ -407,7 +453,10 @@ class LearningToVote(Strategy):
                 )
             _, mask = v.split_labels(labels)
             set_mask = mask[..., :1] if self.multiclass else mask
-            weights = self.head(v.set_descriptors(features, feedback, labels, logits, self.multiclass), set_mask)
+            anchor = batch[self.target_key].float()
+            probe_logits = self.probe(features) if self.probe is not None else None
+            descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits)
+            weights = self.head(descriptors, set_mask)
             weights = weights[..., 0] if self.multiclass else weights
             ybar, valid = v.vote(weights, labels)
             # The model learns from the refined labels; the vote learns only from the anchor.
@@ -415,19 +464,28 @@ class LearningToVote(Strategy):
             # structured-noise labels teaches the model the noise structure along with the class.
             model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
             model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
-            meta = v.head_meta_loss(
-                network.head, features, ybar, valid, batch[self.target_key].float(), self.multiclass,
-                self.meta_step, self.generator,
-            )
-            loss = model_loss + meta
+            extras = {"model_loss": model_loss.detach()}
+            if self.probe is None:
+                vote_loss = v.head_meta_loss(
+                    network.head, features, ybar, valid, anchor, self.multiclass, self.meta_step, self.generator
+                )
+                extras["meta_loss"] = vote_loss.detach()
+            else:
+                # The probe learns from the anchors; the vote learns to agree with the anchor where a
+                # sample has one and with the probe where it has none.
+                probe_loss = self.probe.loss(probe_logits, anchor, self.multiclass)
+                agreement = v.anchor_agreement_loss(ybar, valid, anchor, probe_logits, self.multiclass)
+                vote_loss = probe_loss + agreement
+                extras.update(probe_loss=probe_loss.detach(), agreement_loss=agreement.detach())
+            loss = model_loss + vote_loss
             target = ybar
-            extras = {"meta_loss": meta.detach(), "model_loss": model_loss.detach()}
         shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
         return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach(), extras=extras)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, LearningToVote)
+    cls.name: cls
+    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, LearningToVote)
 }
 
 

@@ -246,14 +246,29 @@ def _unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-8)
 
 
+def label_probability(logits: torch.Tensor, values: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """The probability that ``logits`` give each set's label: ``B × M × 1`` (multi-class) or ``B × M × N``."""
+    if multiclass:
+        return (values * torch.softmax(logits.detach().float(), dim=1).unsqueeze(1)).sum(-1, keepdim=True)
+    p = torch.sigmoid(logits.detach().float()).unsqueeze(1)
+    return values * p + (1 - values) * (1 - p)
+
+
 def set_descriptors(
-    features: torch.Tensor, feedback: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, multiclass: bool
+    features: torch.Tensor,
+    feedback: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    multiclass: bool,
+    probe_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per (sample, label set) attention input, ``B × M × E`` (all detached).
 
     ``[F̂, ΔF̂_m, y_m, agreement_m, p(y_m), onehot(m)]`` where hats are unit-normalised, the
     agreement is the fraction of the *other* sets that give the same label, and ``p(y_m)`` the
-    current model's probability of the set's label. Missing labels contribute zeros.
+    current model's probability of the set's label. With ``probe_logits`` (an
+    :class:`AnchorProbe`'s output) ``q(y_m)``, the probe's probability of the set's label, is
+    appended. Missing labels contribute zeros.
     """
     b, m, _ = labels.shape
     values, mask = split_labels(labels)
@@ -264,17 +279,16 @@ def set_descriptors(
         present = mask[..., 0]
         others = present.unsqueeze(1) * (1 - torch.eye(m, device=labels.device))
         agree = ((same * others).sum(-1) / others.sum(-1).clamp_min(1)).unsqueeze(-1)
-        prob = (values * torch.softmax(logits.detach().float(), dim=1).unsqueeze(1)).sum(-1, keepdim=True)
     else:
         same = 1 - (values.unsqueeze(2) - values.unsqueeze(1)).abs()  # B × M × M × N
         others = mask.unsqueeze(1) * (1 - torch.eye(m, device=labels.device)).view(1, m, m, 1)
         agree = (same * others).sum(2) / others.sum(2).clamp_min(1)
-        p = torch.sigmoid(logits.detach().float()).unsqueeze(1)
-        prob = values * p + (1 - values) * (1 - p)
-    agree = agree * (mask if not multiclass else mask[..., :1])
-    prob = prob * (mask if not multiclass else mask[..., :1])
+    present = mask if not multiclass else mask[..., :1]
+    per_set = [agree, label_probability(logits, values, multiclass)]
+    if probe_logits is not None:
+        per_set.append(label_probability(probe_logits, values, multiclass))
     ident = torch.eye(m, device=labels.device).expand(b, m, m)
-    return torch.cat([f, df, values, agree, prob, ident], dim=-1)
+    return torch.cat([f, df, values, *(x * present for x in per_set), ident], dim=-1)
 
 
 class SetScorer(nn.Module):
@@ -295,10 +309,54 @@ class SetScorer(nn.Module):
         return torch.softmax(scores, dim=1)
 
 
-def descriptor_dim(feature_dim: int, num_sets: int, num_outputs: int, multiclass: bool) -> int:
+def descriptor_dim(feature_dim: int, num_sets: int, num_outputs: int, multiclass: bool, probe: bool = False) -> int:
     """Width of :func:`set_descriptors`' output."""
     per_finding = 1 if multiclass else num_outputs
-    return 2 * feature_dim + num_outputs + 2 * per_finding + num_sets
+    return 2 * feature_dim + num_outputs + (3 if probe else 2) * per_finding + num_sets
+
+
+class AnchorProbe(nn.Module):
+    """A linear classifier on the model's (detached) features, fitted to the anchor labels only.
+
+    It never sees a refined label, so its opinion on a contested sample is what the *other*
+    samples' consensus says about images like it: an anchor outside the model's own targets.
+    The vote sees it as one more input per (sample, set) and is pulled toward it where a sample
+    has no confident consensus of its own (``vote_objective="probe"``).
+    """
+
+    def __init__(self, feature_dim: int, num_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(feature_dim, num_outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features.detach().float())
+
+    def loss(self, logits: torch.Tensor, anchor: torch.Tensor, multiclass: bool) -> torch.Tensor:
+        """Its own training loss: the anchored entries only."""
+        return _anchor_loss(logits, anchor, multiclass)
+
+
+def anchor_agreement_loss(
+    ybar: torch.Tensor, valid: torch.Tensor, anchor: torch.Tensor, probe_logits: torch.Tensor, multiclass: bool
+) -> torch.Tensor:
+    """Cross-entropy of the vote's ``ȳ`` against the anchor where a sample has one, else the probe.
+
+    Differentiable in ``ȳ`` only. The target comes from other samples' consensus (directly, or
+    through the probe), never from the labels the model is trained on.
+    """
+    anchor = anchor.detach().float()
+    if multiclass:
+        q = torch.softmax(probe_logits.detach().float(), dim=1)
+        has = ~torch.isnan(anchor).any(dim=1, keepdim=True)
+        target = torch.where(has, torch.nan_to_num(anchor), q)
+        rows = valid[:, 0] if valid.dim() == 2 else valid
+        ce = -(target * torch.log(ybar.float().clamp_min(1e-6))).sum(dim=1)
+        return (ce * rows).sum() / rows.sum().clamp_min(1.0)
+    q = torch.sigmoid(probe_logits.detach().float())
+    target = torch.where(torch.isnan(anchor), q, anchor)
+    y = ybar.float().clamp(1e-6, 1 - 1e-6)
+    per_entry = -(target * torch.log(y) + (1 - target) * torch.log(1 - y))
+    return (per_entry * valid).sum() / valid.sum().clamp_min(1.0)
 
 
 def harden(ybar: torch.Tensor, multiclass: bool) -> torch.Tensor:
@@ -315,6 +373,15 @@ def soft_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, m
         ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
         return (ce * rows).sum() / rows.sum().clamp_min(1.0)
     return masked_bce(logits, target, valid)
+
+
+def _anchor_loss(logits: torch.Tensor, anchor: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    values, mask = split_labels(anchor)
+    if multiclass:
+        rows = mask[:, 0]
+        ce = -(values * torch.log_softmax(logits, dim=1)).sum(dim=1)
+        return (ce * rows).sum() / rows.sum().clamp_min(1.0)
+    return masked_bce(logits, values, mask)
 
 
 def head_meta_loss(
@@ -344,7 +411,7 @@ def head_meta_loss(
     trainable = {n: p for n, p in params.items() if p.requires_grad}
     order = torch.randperm(b, generator=generator, device="cpu").to(features.device)
     halves = (order[: b // 2], order[b // 2 :])
-    anchor_values, anchor_mask = split_labels(anchor)
+    anchor_mask = ~torch.isnan(anchor)
     total = feats.new_zeros(())
     for tr, te in (halves, halves[::-1]):
         if len(tr) == 0 or len(te) == 0 or anchor_mask[te].sum() == 0:
@@ -352,11 +419,5 @@ def head_meta_loss(
         inner = soft_loss(functional_call(head, params, (feats[tr],)), refined[tr], refined_valid[tr], multiclass)
         grads = torch.autograd.grad(inner, list(trainable.values()), create_graph=True)
         stepped = {**params, **{n: p - step * g for (n, p), g in zip(trainable.items(), grads)}}
-        outer_logits = functional_call(head, stepped, (feats[te],))
-        if multiclass:
-            rows = anchor_mask[te][:, 0]
-            ce = -(anchor_values[te] * torch.log_softmax(outer_logits, dim=1)).sum(dim=1)
-            total = total + (ce * rows).sum() / rows.sum().clamp_min(1.0)
-        else:
-            total = total + masked_bce(outer_logits, anchor_values[te], anchor_mask[te])
+        total = total + _anchor_loss(functional_call(head, stepped, (feats[te],)), anchor[te], multiclass)
     return total

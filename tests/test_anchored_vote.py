@@ -51,7 +51,8 @@ def test_anchored_weights_respond_per_sample() -> None:
     assert w[kind == 1, 1].mean() > w[kind == 0, 1].mean() + 0.1
 
 
-def test_anchored_targets_are_never_all_zero_where_paper_binarization_is() -> None:
+@pytest.mark.parametrize("objective", ["meta", "probe"])
+def test_anchored_targets_are_never_all_zero_where_paper_binarization_is(objective: str) -> None:
     torch.manual_seed(0)
     image, truth, _, _ = _two_kinds(n=64)
     # Three sets that disagree on every sample: the case built to provoke all-zero targets.
@@ -64,7 +65,8 @@ def test_anchored_targets_are_never_all_zero_where_paper_binarization_is() -> No
     # With near-uniform weights no class reaches T = 0.5: the paper's binarized targets are all zero.
     zero_rows = (paper(batch, logits, features, net).target.max(dim=1).values < 0.5).float().mean()
     assert zero_rows == 1.0
-    anchored = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored")
+    anchored = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored",
+                              vote_objective=objective)
     out = anchored(batch, logits, features, net)
     assert torch.allclose(out.target.sum(dim=1), torch.ones(64))  # a distribution over classes on every row
     assert torch.allclose(v.harden(out.target, True).sum(dim=1), torch.ones(64))
@@ -113,3 +115,70 @@ def test_consensus_targets_confident_majority_and_dawid_skene() -> None:
     anchored = LearningToVote(num_sets=3, feature_dim=4, num_outputs=1, variant="anchored", consensus="majority", min_confidence=1.0)
     assert np.isnan(attach_targets(items, anchored)[1]["target"][0])
     assert "target" not in attach_targets(items, LearningToVote(num_sets=3, feature_dim=4, num_outputs=1))[0]
+
+
+def _contested_finding(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One finding whose truth is the image's brightness > 0.5, read by two label sets "u0" and "u1".
+
+    Clear images (far from 0.5) get the same label from both; on faint ones the sets split, u0
+    says 0 and u1 says 1, so every per-set rule is right on exactly half of them.
+    Returns images, truth, label sets (``n × 2 × 1``) and the contested mask.
+    """
+    g = torch.Generator().manual_seed(seed)
+    brightness = torch.rand(n, generator=g)
+    truth = (brightness > 0.5).float()
+    contested = (brightness - 0.5).abs() < 0.2
+    image = brightness.view(-1, 1, 1, 1) + 0.05 * torch.randn(n, 1, 6, 6, generator=g)
+    u0 = torch.where(contested, torch.zeros_like(truth), truth)
+    u1 = torch.where(contested, torch.ones_like(truth), truth)
+    return image, truth, torch.stack([u0, u1], dim=1).unsqueeze(-1), contested
+
+
+def test_probe_vote_picks_the_right_set_on_contested_samples() -> None:
+    torch.manual_seed(0)
+    image, truth, sets, contested = _contested_finding()
+    items = [{"labels": sets[i].numpy()} for i in range(len(image))]
+    net = TinyNet(num_outputs=1, width=8)
+    strategy = LearningToVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, variant="anchored",
+                              vote_objective="probe", consensus="majority", min_confidence=1.0, vote_lr=0.05)
+    anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets(items, strategy)]))
+    assert torch.isnan(anchor[contested]).all() and not torch.isnan(anchor[~contested]).any()
+    opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
+    for _ in range(300):
+        idx = torch.randperm(len(image))[:64]
+        features = net.features(image[idx])
+        out = strategy({"image": image[idx], "labels": sets[idx], "target": anchor[idx]}, net.head(features), features, net)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    features = net.features(image)
+    out = strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net)
+    refined = v.harden(out.target, False)[:, 0]
+    # Majority vote, Dawid–Skene or any per-set weight is right on half the contested samples.
+    accuracy = (refined[contested] == truth[contested]).float().mean()
+    assert accuracy > 0.8, accuracy
+    # It got there by voting per sample: u1 on the bright half, u0 on the dark half.
+    w_u1 = out.weights[:, 1, 0]
+    assert w_u1[contested & (truth == 1)].mean() > w_u1[contested & (truth == 0)].mean() + 0.3
+
+
+def test_probe_learns_from_anchors_only_and_never_moves_the_model() -> None:
+    torch.manual_seed(0)
+    image, _, sets, _ = _contested_finding(n=32)
+    net = TinyNet(num_outputs=1)
+    strategy = LearningToVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, variant="anchored", vote_objective="probe")
+    features = net.features(image)
+    out = strategy({"image": image, "labels": sets, "target": torch.full((32, 1), float("nan"))}, net.head(features), features, net)
+    out.loss.backward()
+    # No anchor: the probe gets no gradient (it never learns from the labels the model trains on).
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in strategy.probe.parameters())
+    # The vote's objective is differentiable in ȳ only: probe logits and features are detached.
+    ybar = torch.full((4, 1), 0.5, requires_grad=True)
+    probe_logits = torch.zeros(4, 1, requires_grad=True)
+    loss = v.anchor_agreement_loss(ybar, torch.ones(4, 1), torch.tensor([[1.0], [0.0], [float("nan")], [float("nan")]]), probe_logits, False)
+    loss.backward()
+    assert probe_logits.grad is None and ybar.grad.abs().sum() > 0
+    # Target 1, target 0, and the probe's 0.5 twice: the gradient pulls ȳ toward each target.
+    assert ybar.grad[0, 0] < 0 < ybar.grad[1, 0] and torch.allclose(ybar.grad[2:], torch.zeros(2, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="vote_objective"):
+        LearningToVote(num_sets=2, feature_dim=4, num_outputs=1, variant="anchored", vote_objective="model")

@@ -8,6 +8,7 @@ import torch
 
 from l2v_monai.strategies import (
     ConfusionMatrices,
+    Consensus,
     DawidSkene,
     LearningToVote,
     MajorityVote,
@@ -119,6 +120,24 @@ def test_confusion_matrices_multilabel_shape_and_own_learning_rate() -> None:
     out = cm({"labels": labels}, torch.randn(5, 14, requires_grad=True), None, None)
     assert torch.isfinite(out.loss)
     assert out.target.shape == (5, 14)
+
+
+def test_consensus_trains_only_where_the_sets_agree() -> None:
+    labels = np.array([[[1.0, 0.0], [1.0, 1.0], [1.0, NAN]], [[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]], dtype=np.float32)
+    strategy = Consensus()
+    items = attach_targets([{"labels": x} for x in labels], strategy)
+    target = np.stack([it["target"] for it in items])
+    # Unanimous among the sets that have a value (a missing value is not a dissent); else masked.
+    assert np.array_equal(np.isnan(target), [[False, True], [True, False]])
+    assert target[0, 0] == 1 and target[1, 1] == 0
+    logits = torch.zeros(2, 2, requires_grad=True)
+    out = strategy({"target": torch.from_numpy(target)}, logits, None, None)
+    out.loss.backward()
+    assert torch.equal(logits.grad == 0, torch.tensor([[False, True], [True, False]]))
+    two_of_three = attach_targets([{"labels": labels[1]}], Consensus(min_confidence=0.6))[0]["target"]
+    assert two_of_three.tolist() == [0.0, 0.0]
+    with pytest.raises(KeyError, match="attach_targets"):
+        strategy({"labels": torch.from_numpy(labels)}, logits, None, None)
 
 
 def test_build_strategy_selects_by_name_with_options() -> None:

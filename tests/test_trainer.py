@@ -31,7 +31,7 @@ def _items(n: int = 24, m: int = 3, k: int = 3, report_dim: int | None = None, s
     return items
 
 
-@pytest.mark.parametrize("strategy_name", ["l2v", "majority", "mean", "single", "cm", "dawid_skene"])
+@pytest.mark.parametrize("strategy_name", ["l2v", "majority", "mean", "single", "cm", "dawid_skene", "consensus"])
 def test_one_epoch_fires_events_and_feeds_postprocessing_and_metrics(strategy_name: str) -> None:
     torch.manual_seed(0)
     net = TinyNet(num_outputs=3)

@@ -31,6 +31,14 @@ def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
     raise ValueError(f"unknown network {name!r}")
 
 
+# Bench names of the learning-to-vote settings: (strategy, its options).
+VOTE_SETTINGS: dict[str, tuple[str, dict]] = {
+    "l2v": ("l2v", {"l2v": {"variant": "paper"}}),
+    "l2v_anchored": ("l2v", {"l2v": {"variant": "anchored"}}),
+    "l2v_probe": ("l2v", {"l2v": {"variant": "anchored", "vote_objective": "probe"}}),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", default="small_cnn", choices=["small_cnn", "resnet50"])
@@ -39,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", type=int, default=5)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (default: one-hot multi-class)")
-    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v", "l2v_anchored"],
-                   help="strategy names; l2v is the paper variant, l2v_anchored the anchored one")
+    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v", "l2v_anchored", "l2v_probe"],
+                   help="strategy names; l2v is the paper variant, l2v_anchored the anchored one with the bilevel "
+                        "vote objective, l2v_probe the anchored one with the probe objective")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.strategies:
         torch.manual_seed(0)
         net = make_network(args.network, 1, args.classes).to(args.device)
-        kind, _, variant = name.partition("_")
-        options = {"l2v": {"variant": variant}} if variant else {}
+        kind, options = VOTE_SETTINGS.get(name, (name, {}))
         strategy = build_strategy(kind, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features,
                                   multiclass=not args.multilabel, options=options)
         opt = torch.optim.Adam(strategy.param_groups(net, 1e-3))

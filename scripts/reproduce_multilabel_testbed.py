@@ -38,10 +38,17 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "mv": ("majority", {}),
     "dawid_skene": ("dawid_skene", {}),
     "cm": ("cm", {"lr": 0.01}),
+    # Train only on the unanimous entries: the anchor the probe-trained vote starts from.
+    "consensus": ("consensus", {"consensus": "majority", "min_confidence": 1.0}),
     "l2v_paper": ("l2v", {"variant": "paper"}),
     "l2v_anchored": ("l2v", {"variant": "anchored", "vote_lr": 0.01}),
     # The same, anchored on unanimous labels instead of confident Dawid–Skene.
     "l2v_anchored_unanimous": ("l2v", {"variant": "anchored", "vote_lr": 0.01, "consensus": "majority", "min_confidence": 1.0}),
+    # The vote trained to agree with an anchor probe instead of the bilevel score (train.json's default).
+    "l2v_anchored_probe": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "majority",
+                                   "min_confidence": 1.0, "refined": "soft"}),
+    "l2v_anchored_probe_hard": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01,
+                                        "consensus": "majority", "min_confidence": 1.0, "refined": "hard"}),
 }
 
 

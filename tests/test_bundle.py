@@ -86,7 +86,8 @@ def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> N
     resume = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert set(resume) >= {"trainer", "network", "optimizer", "strategy"}
     assert resume["trainer"]["iteration"] == resume["trainer"]["epoch_length"]  # one full epoch
-    assert "head.attn.weight" in resume["strategy"]  # the vote head is saved with the optimizer
+    # The default vote (anchored, probe objective): its scorer and its probe are saved with the optimizer.
+    assert {"head.net.0.weight", "probe.linear.weight"} <= set(resume["strategy"])
 
 
 def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_path: Path) -> None:
@@ -102,14 +103,22 @@ def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_pa
     assert resume["trainer"]["iteration"] == 2 * resume["trainer"]["epoch_length"]
 
 
-@pytest.mark.parametrize("strategy,use_report", [("majority", "False"), ("l2v", "True"), ("majority", "True")])
-def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str) -> None:
+@pytest.mark.parametrize("strategy,use_report,extra", [
+    ("majority", "False", []),
+    ("l2v", "True", []),
+    ("consensus", "True", []),
+    ("l2v", "False", ["--strategy_options#l2v#variant", "paper"]),
+])
+def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str, extra: list[str]) -> None:
     proc = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),
                   "--bundle_root", str(tmp_path), "--label_strategy", strategy, "--use_report", use_report,
-                  "--report_dim", "16", *SMALL)
+                  "--report_dim", "16", *extra, *SMALL)
     assert "val_macro_auc" in proc.stdout + proc.stderr
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state["head.weight"].shape == (14, 2048 + (512 if use_report == "True" else 0))
+    if extra:  # the paper's vote head: one W_attn over the concatenated feedback
+        strategy_state = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)["strategy"]
+        assert "head.attn.weight" in strategy_state
 
 
 def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> None:

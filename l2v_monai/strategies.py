@@ -32,6 +32,7 @@ __all__ = [
     "SingleLabelSet",
     "MajorityVote",
     "MeanLabel",
+    "FittedTargets",
     "DawidSkene",
     "ConfusionMatrices",
     "Consensus",
@@ -166,7 +167,24 @@ class MeanLabel(Strategy):
         return self._fixed_target_output(logits, torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan"))))
 
 
-class DawidSkene(Strategy):
+class FittedTargets(Strategy):
+    """A strategy whose targets are fitted once, before training (:meth:`aggregate`), and travel
+    with the data items under ``target_key`` (see :func:`attach_targets`); the step only reads them."""
+
+    def __init__(self, multiclass: bool = False, target_key: str = "target") -> None:
+        super().__init__(multiclass)
+        self.target_key = target_key
+
+    def forward(self, batch, logits, features, network):
+        if self.target_key not in batch:
+            raise KeyError(
+                f"{self.name} needs batch[{self.target_key!r}]: build the training data with "
+                "l2v_monai.strategies.attach_targets(items, strategy) so the fitted targets travel with the items"
+            )
+        return self._fixed_target_output(logits, batch[self.target_key].float())
+
+
+class DawidSkene(FittedTargets):
     """Dawid–Skene (1979) via crowd-kit, fitted once on the whole training set (per finding when multi-label).
 
     The fitted targets travel with the data items (key ``target``, see :func:`attach_targets`);
@@ -176,9 +194,8 @@ class DawidSkene(Strategy):
     name = "dawid_skene"
 
     def __init__(self, multiclass: bool = False, n_iter: int = 100, target_key: str = "target") -> None:
-        super().__init__(multiclass)
+        super().__init__(multiclass, target_key)
         self.n_iter = n_iter
-        self.target_key = target_key
 
     def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray, min_confidence: float):
         """Fit Dawid–Skene on ``(task, worker, label)`` triples; return the tasks, their most likely
@@ -218,14 +235,6 @@ class DawidSkene(Strategy):
             fitted, best, confident = self._fit(tasks, workers, values, min_confidence)
             out[fitted, j] = np.where(confident, best, np.nan)
         return out
-
-    def forward(self, batch, logits, features, network):
-        if self.target_key not in batch:
-            raise KeyError(
-                f"dawid_skene needs batch[{self.target_key!r}]: build the training data with "
-                "l2v_monai.strategies.attach_targets(items, strategy) so the fitted targets travel with the items"
-            )
-        return self._fixed_target_output(logits, batch[self.target_key].float())
 
 
 class ConfusionMatrices(Strategy):
@@ -317,7 +326,7 @@ def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, mu
     return out
 
 
-class Consensus(Strategy):
+class Consensus(FittedTargets):
     """Train only where the label sets confidently agree (:func:`consensus_targets`); the rest is masked.
 
     The strongest label-only baseline on the multi-label testbed: no guess on a contested entry is
@@ -330,19 +339,11 @@ class Consensus(Strategy):
     def __init__(
         self, multiclass: bool = False, consensus: str = "majority", min_confidence: float = 1.0, target_key: str = "target"
     ) -> None:
-        super().__init__(multiclass)
-        self.consensus, self.min_confidence, self.target_key = consensus, min_confidence, target_key
+        super().__init__(multiclass, target_key)
+        self.consensus, self.min_confidence = consensus, min_confidence
 
     def aggregate(self, labels: np.ndarray) -> np.ndarray:
         return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
-
-    def forward(self, batch, logits, features, network):
-        if self.target_key not in batch:
-            raise KeyError(
-                f"consensus needs batch[{self.target_key!r}]: build the training data with "
-                "l2v_monai.strategies.attach_targets(items, strategy)"
-            )
-        return self._fixed_target_output(logits, batch[self.target_key].float())
 
 
 class LearningToVote(Strategy):

@@ -29,15 +29,10 @@ def _two_kinds(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
     return image, truth, sets, kind
 
 
-def test_anchored_weights_respond_per_sample() -> None:
-    torch.manual_seed(0)
-    image, truth, sets, kind = _two_kinds()
-    anchor = torch.nn.functional.one_hot(truth, 3).float()  # a confident consensus, fitted before training
-    net = TinyNet(num_outputs=3, width=8)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
-                              variant="anchored", vote_lr=0.05)
+def _train(strategy: LearningToVote, net: TinyNet, image: torch.Tensor, sets: torch.Tensor, anchor: torch.Tensor):
+    """300 Adam steps on random batches of 64; returns the strategy's output on every sample."""
     opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
-    for step in range(300):
+    for _ in range(300):
         idx = torch.randperm(len(image))[:64]
         features = net.features(image[idx])
         out = strategy({"image": image[idx], "labels": sets[idx], "target": anchor[idx]}, net.head(features), features, net)
@@ -45,7 +40,17 @@ def test_anchored_weights_respond_per_sample() -> None:
         out.loss.backward()
         opt.step()
     features = net.features(image)
-    w = strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net).weights
+    return strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net)
+
+
+def test_anchored_weights_respond_per_sample() -> None:
+    torch.manual_seed(0)
+    image, truth, sets, kind = _two_kinds()
+    anchor = torch.nn.functional.one_hot(truth, 3).float()  # a confident consensus, fitted before training
+    net = TinyNet(num_outputs=3, width=8)
+    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
+                              variant="anchored", vote_lr=0.05)
+    w = _train(strategy, net, image, sets, anchor).weights
     # Set 0 is trusted on dark images, set 1 on bright ones: the vote differs per sample, not per set.
     assert w[kind == 0, 0].mean() > w[kind == 1, 0].mean() + 0.1
     assert w[kind == 1, 1].mean() > w[kind == 0, 1].mean() + 0.1
@@ -143,16 +148,7 @@ def test_probe_vote_picks_the_right_set_on_contested_samples() -> None:
                               vote_objective="probe", consensus="majority", min_confidence=1.0, vote_lr=0.05)
     anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets(items, strategy)]))
     assert torch.isnan(anchor[contested]).all() and not torch.isnan(anchor[~contested]).any()
-    opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
-    for _ in range(300):
-        idx = torch.randperm(len(image))[:64]
-        features = net.features(image[idx])
-        out = strategy({"image": image[idx], "labels": sets[idx], "target": anchor[idx]}, net.head(features), features, net)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    features = net.features(image)
-    out = strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net)
+    out = _train(strategy, net, image, sets, anchor)
     refined = v.harden(out.target, False)[:, 0]
     # Majority vote, Dawid–Skene or any per-set weight is right on half the contested samples.
     accuracy = (refined[contested] == truth[contested]).float().mean()

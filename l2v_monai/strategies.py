@@ -409,14 +409,14 @@ class LearningToVote(Strategy):
             raise ValueError(f"unknown vote_objective {vote_objective!r}; choose one of {self.VOTE_OBJECTIVES}")
         self.vote_objective = vote_objective
         self.target_key = target_key
+        probe = variant == "anchored" and vote_objective == "probe"
         if variant == "paper":
             self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
         else:
             per_output = 1 if multiclass else num_outputs
-            probe = vote_objective == "probe"
             self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe), per_output, hidden)
         # A module attribute, so it is checkpointed with the vote and trained at the vote's rate.
-        self.probe = v.AnchorProbe(feature_dim, num_outputs) if variant == "anchored" and vote_objective == "probe" else None
+        self.probe = v.AnchorProbe(feature_dim, num_outputs) if probe else None
         self.generator = torch.Generator().manual_seed(seed)
         #: Set by the trainer under AMP so inner gradients are taken on the scaled loss.
         self.grad_scale = 1.0

@@ -352,10 +352,8 @@ def anchor_agreement_loss(
         rows = valid[:, 0] if valid.dim() == 2 else valid
         ce = -(target * torch.log(ybar.float().clamp_min(1e-6))).sum(dim=1)
         return (ce * rows).sum() / rows.sum().clamp_min(1.0)
-    q = torch.sigmoid(probe_logits.detach().float())
-    target = torch.where(torch.isnan(anchor), q, anchor)
-    y = ybar.float().clamp(1e-6, 1 - 1e-6)
-    per_entry = -(target * torch.log(y) + (1 - target) * torch.log(1 - y))
+    target = torch.where(torch.isnan(anchor), torch.sigmoid(probe_logits.detach().float()), anchor)
+    per_entry = F.binary_cross_entropy(ybar.float().clamp(1e-6, 1 - 1e-6), target, reduction="none")
     return (per_entry * valid).sum() / valid.sum().clamp_min(1.0)
 
 
@@ -376,12 +374,8 @@ def soft_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, m
 
 
 def _anchor_loss(logits: torch.Tensor, anchor: torch.Tensor, multiclass: bool) -> torch.Tensor:
-    values, mask = split_labels(anchor)
-    if multiclass:
-        rows = mask[:, 0]
-        ce = -(values * torch.log_softmax(logits, dim=1)).sum(dim=1)
-        return (ce * rows).sum() / rows.sum().clamp_min(1.0)
-    return masked_bce(logits, values, mask)
+    """:func:`soft_loss` against anchor labels, NaN (no confident consensus) left out."""
+    return soft_loss(logits, *split_labels(anchor), multiclass)
 
 
 def head_meta_loss(

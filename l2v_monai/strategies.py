@@ -47,8 +47,13 @@ __all__ = [
 class StrategyOutput:
     """What a strategy returns for one batch.
 
-    ``target`` (``B × N``, NaN where undefined) is the label the loss trained toward, detached;
-    ``weights`` the vote weights when the strategy votes; ``extras`` other per-batch diagnostics.
+    ``target`` (``B × N``, NaN where undefined, detached) is exactly the label the model's loss
+    trained toward: ``loss == masked_bce(logits, target)`` (or the soft CE for one-hot data) for the
+    fixed-target strategies and ``l2v`` paper; ``extras["model_loss"]`` is that loss for anchored
+    ``l2v`` (whose total adds the vote's terms); for ``cm`` the gradient of the loss in the logits is
+    that of a weighted CE against ``target`` (see :class:`ConfusionMatrices`).
+    ``weights`` the vote weights when the strategy votes; ``extras`` the loss's named terms as
+    detached scalars (``model_loss``, ``vote_loss``, ``probe_loss``, ``annotator_loss``...), for logging.
     """
 
     loss: torch.Tensor
@@ -86,6 +91,10 @@ class Strategy(nn.Module):
         return StrategyOutput(loss=v.masked_bce(logits, target), target=target.detach())
 
 
+#: Tie rules of :func:`majority_vote`: a fresh coin per call, ties → 1 (multi-label only), or NaN.
+MAJORITY_TIES = ("random", "positive", "one", "nan")
+
+
 def _one_hot_argmax(scores: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None, ties: str) -> torch.Tensor:
     """One-hot of the row-wise argmax; ties broken at random (``ties="random"``) or left NaN; rows with no votes are NaN."""
     top = scores.max(dim=1, keepdim=True).values
@@ -99,17 +108,24 @@ def _one_hot_argmax(scores: torch.Tensor, valid: torch.Tensor, generator: torch.
     return torch.where(keep.unsqueeze(1), out, torch.full_like(out, float("nan")))
 
 
+def _check_ties(ties: str, multiclass: bool) -> None:
+    if ties not in MAJORITY_TIES:
+        raise ValueError(f"ties must be one of {MAJORITY_TIES}, got {ties!r}")
+    if multiclass and ties in ("positive", "one"):
+        raise ValueError(f"ties={ties!r} (ties → 1) is for multi-label sets; one-hot classes have no positive side")
+
+
 def majority_vote(
     labels: torch.Tensor, multiclass: bool, generator: torch.Generator | None = None, ties: str = "random"
 ) -> torch.Tensor:
     """Majority vote over label sets (``B × M × N`` → ``B × N``); NaN where no set votes.
 
     Multi-class: the class with most votes. Multi-label: per finding, 1 if more sets say 1 than 0.
-    Ties are broken uniformly at random (``ties="random"``, the paper's MV) or left NaN (``"nan"``,
-    for deterministic evaluation).
+    Ties are broken uniformly at random (``ties="random"``, the paper's MV), set to 1
+    (``"positive"`` or its alias ``"one"``, multi-label only: a finding that half the sets report
+    is ranked above the clear negatives) or left NaN (``"nan"``, for deterministic evaluation).
     """
-    if ties not in ("random", "nan"):
-        raise ValueError(f"ties must be 'random' or 'nan', got {ties!r}")
+    _check_ties(ties, multiclass)
     values, mask = v.split_labels(labels)
     if multiclass:
         counts = (values * mask).sum(dim=1)
@@ -118,10 +134,12 @@ def majority_vote(
     pos = (values * mask).sum(dim=1)
     neg = ((1 - values) * mask).sum(dim=1)
     if ties == "random":
-        coin = (torch.rand(pos.shape, generator=generator, device="cpu").to(pos.device) < 0.5).to(pos.dtype)
+        tie = (torch.rand(pos.shape, generator=generator, device="cpu").to(pos.device) < 0.5).to(pos.dtype)
+    elif ties == "nan":
+        tie = torch.full_like(pos, float("nan"))
     else:
-        coin = torch.full_like(pos, float("nan"))
-    out = torch.where(pos > neg, 1.0, torch.where(neg > pos, 0.0, coin))
+        tie = torch.ones_like(pos)
+    out = torch.where(pos > neg, 1.0, torch.where(neg > pos, 0.0, tie))
     return torch.where(mask.sum(dim=1) > 0, out, torch.full_like(out, float("nan")))
 
 
@@ -143,16 +161,22 @@ class SingleLabelSet(Strategy):
 
 
 class MajorityVote(Strategy):
-    """Majority vote, recomputed each iteration so that ties get a fresh random pick (the paper's MV)."""
+    """Majority vote, recomputed each iteration.
+
+    ``ties="random"`` (default, the paper's MV) gives each tie a fresh seeded coin per iteration;
+    ``"positive"``/``"one"`` labels multi-label ties 1; ``"nan"`` leaves ties out of the loss.
+    """
 
     name = "majority"
 
-    def __init__(self, multiclass: bool = False, seed: int = 0) -> None:
+    def __init__(self, multiclass: bool = False, seed: int = 0, ties: str = "random") -> None:
         super().__init__(multiclass)
+        _check_ties(ties, multiclass)
+        self.ties = ties
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, batch, logits, features, network):
-        return self._fixed_target_output(logits, majority_vote(batch["labels"], self.multiclass, self.generator))
+        return self._fixed_target_output(logits, majority_vote(batch["labels"], self.multiclass, self.generator, self.ties))
 
 
 class MeanLabel(Strategy):
@@ -244,6 +268,11 @@ class ConfusionMatrices(Strategy):
     ``Σ_m CE(p · A_m, y_m) + λ · mean_m trace(A_m)``. Multi-class: one ``K × K`` matrix per
     annotator. Multi-label: one ``2 × 2`` matrix per annotator per finding. The matrices get their
     own learning rate (``lr``): at the network's rate they barely leave the identity.
+
+    ``target`` is the posterior of the true label that the loss pulls the model toward: the mean
+    over annotators of ``p ⊙ A_m[:, y_m] / (p · A_m[:, y_m])``, weighted like the loss, so that
+    ``∂loss/∂logits = c · (p − target)`` per entry (``c`` the summed annotator weights).
+    ``extras``: ``annotator_loss`` (the CE sum) and ``trace_loss`` (``λ · mean trace``).
     """
 
     name = "cm"
@@ -276,23 +305,44 @@ class ConfusionMatrices(Strategy):
             p = torch.softmax(logits.float(), dim=1)  # B × K
             q = torch.einsum("bk,mkl->bml", p, a)  # B × M × K
             observed = mask[..., 0]  # a missing set is missing for every class
+            # A_m[z, y_m] for every true class z: B × M × K.
+            likelihood = torch.einsum("mkl,bml->bmk", a, values)
             ce = -(values * torch.log(q.clamp_min(1e-8))).sum(dim=2)  # B × M
-            trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
-            target = p.detach()
+            per_set_counts = observed.sum(dim=0)  # M
+            posterior_dim = 2
+            p_true = p.unsqueeze(1)  # B × 1 × K
         else:
             p1 = torch.sigmoid(logits.float())  # B × N
             p = torch.stack([1 - p1, p1], dim=-1)  # B × N × 2
             q = torch.einsum("bnk,mnkl->bmnl", p, a)  # B × M × N × 2
             y = torch.stack([1 - values, values], dim=-1)
+            likelihood = torch.einsum("mnkl,bmnl->bmnk", a, y)  # A_m[z, y_m] per finding: B × M × N × 2
             ce = -(y * torch.log(q.clamp_min(1e-8))).sum(dim=-1)  # B × M × N
             observed = mask
-            trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
-            target = p1.detach()
+            per_set_counts = observed.sum(dim=(0, 2))  # M
+            posterior_dim = 3
+            p_true = p.unsqueeze(1)  # B × 1 × N × 2
+        trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
         # Σ over annotators of each annotator's mean CE over its observed labels.
-        per_set = (ce * observed).flatten(2).sum(dim=(0, 2)) if ce.dim() > 2 else (ce * observed).sum(dim=0)
-        counts = observed.flatten(2).sum(dim=(0, 2)) if observed.dim() > 2 else observed.sum(dim=0)
-        loss = (per_set / counts.clamp_min(1.0)).sum() + self.trace_weight * trace
-        return StrategyOutput(loss=loss, target=target)
+        scale = observed / per_set_counts.clamp_min(1.0).view(1, -1, *([1] * (observed.dim() - 2)))
+        annotator_loss = (ce * scale).sum()
+        loss = annotator_loss + self.trace_weight * trace
+        # What the loss trains the model toward: d(loss)/d(logits) = Σ_m scale_m (p − r_m), with
+        # r_m = p ⊙ A_m[:, y_m] / (p · A_m[:, y_m]) the posterior of the true label given set m's
+        # label alone (the EM identity). So the target is the scale-weighted mean of the r_m and the
+        # gradient equals that of Σ_entries (Σ_m scale_m) · CE(logits, target): the matrices'
+        # current estimate of the true label, never the model's prediction copied back.
+        with torch.no_grad():
+            joint = p_true.detach() * likelihood.detach()
+            r = joint / joint.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            w = scale.unsqueeze(-1)
+            total = w.sum(dim=1)
+            target = (w * r).sum(dim=1) / total.clamp_min(1e-12)
+            target = target[..., 1] if posterior_dim == 3 else target
+            has = (total[..., 0] if posterior_dim == 3 else total[:, :1]) > 0
+            target = torch.where(has, target, torch.full_like(target, float("nan")))
+        extras = {"annotator_loss": annotator_loss.detach(), "trace_loss": (self.trace_weight * trace).detach()}
+        return StrategyOutput(loss=loss, target=target, extras=extras)
 
 
 def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, multiclass: bool) -> np.ndarray:
@@ -445,7 +495,8 @@ class LearningToVote(Strategy):
             ybar, valid = v.vote(weights, labels)
             target = v.binarize(ybar, self.k, self.threshold)
             loss = v.masked_bce(logits, target, valid)
-            extras: dict[str, torch.Tensor] = {}
+            # ỹ stays in the graph (Eq. 4–6): this one loss trains both the model and the vote.
+            extras: dict[str, torch.Tensor] = {"model_loss": loss.detach()}
         else:
             if self.target_key not in batch:
                 raise KeyError(
@@ -478,8 +529,10 @@ class LearningToVote(Strategy):
                 agreement = v.anchor_agreement_loss(ybar, valid, anchor, probe_logits, self.multiclass)
                 vote_loss = probe_loss + agreement
                 extras.update(probe_loss=probe_loss.detach(), agreement_loss=agreement.detach())
+            extras["vote_loss"] = vote_loss.detach()
             loss = model_loss + vote_loss
-            target = ybar
+            # The label the model loss trained toward (hardened when refined="hard"), not the mixture.
+            target = model_target
         shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
         return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach(), extras=extras)
 

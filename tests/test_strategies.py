@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from l2v_monai import vote as v
 from l2v_monai.strategies import (
     ConfusionMatrices,
     Consensus,
@@ -147,3 +148,157 @@ def test_build_strategy_selects_by_name_with_options() -> None:
     assert s.index == 2
     with pytest.raises(ValueError, match="unknown label_strategy"):
         build_strategy("nope", num_sets=2, num_outputs=2, feature_dim=2)
+
+
+@pytest.mark.parametrize("ties", ["positive", "one"])
+def test_majority_vote_ties_to_one(ties: str) -> None:
+    labels = torch.tensor([[[1.0, 0.0, 1.0, NAN], [0.0, 0.0, 1.0, NAN], [1.0, 1.0, NAN, NAN], [0.0, 0.0, NAN, NAN]]])
+    # Finding 0: 2-2 tie; 1: 3 of 4 say 0; 2: 2-0; 3: nobody votes.
+    out = majority_vote(labels, multiclass=False, ties=ties)
+    assert out[0, :3].tolist() == [1.0, 0.0, 1.0] and torch.isnan(out[0, 3])
+    strategy = build_strategy("majority", num_sets=4, num_outputs=4, feature_dim=2, options={"majority": {"ties": ties, "seed": 3}})
+    assert strategy.ties == ties
+    target = strategy({"labels": labels.repeat(50, 1, 1)}, torch.zeros(50, 4), None, None).target
+    assert (target[:, 0] == 1).all()  # the same on every call, unlike the random coin
+
+
+def test_majority_vote_tie_rule_errors() -> None:
+    with pytest.raises(ValueError, match="ties must be one of"):
+        majority_vote(torch.zeros(1, 2, 1), multiclass=False, ties="zero")
+    with pytest.raises(ValueError, match="multi-label"):
+        MajorityVote(multiclass=True, ties="positive")
+    with pytest.raises(ValueError, match="ties must be one of"):
+        build_strategy("majority", num_sets=2, num_outputs=1, feature_dim=2, options={"majority": {"ties": "up"}})
+
+
+def test_majority_random_ties_are_seeded_and_fresh_per_call() -> None:
+    labels = torch.tensor([[[1.0], [0.0]]]).repeat(100, 1, 1)
+    a, b = MajorityVote(seed=7), MajorityVote(seed=7)
+    first = a({"labels": labels}, torch.zeros(100, 1), None, None).target
+    assert torch.equal(first, b({"labels": labels}, torch.zeros(100, 1), None, None).target)
+    assert not torch.equal(first, a({"labels": labels}, torch.zeros(100, 1), None, None).target)
+
+
+# --- target is what the loss trained toward, for every strategy -------------------------------------
+
+
+def _tiny_multilabel(seed: int = 0, b: int = 16, m: int = 4, n: int = 3):
+    from tiny_nets import TinyNet
+
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(b, m, n, generator=g) < 0.4).float()
+    labels[0, 1, 0] = NAN
+    labels[2, :, 1] = NAN  # no set labels this entry: target NaN, left out of the loss
+    image = torch.rand(b, 1, 5, 5, generator=g)
+    torch.manual_seed(seed)
+    net = TinyNet(num_outputs=n)
+    return image, labels, net
+
+
+def _run(strategy, image, labels, net):
+    """One forward of the strategy as the trainer runs it, with fitted targets attached."""
+    fitted = strategy.aggregate(labels.numpy())
+    batch = {"image": image, "labels": labels}
+    if fitted is not None:
+        batch["target"] = torch.from_numpy(fitted)
+    features = net.features(image)
+    logits = net.head(features)
+    return strategy(batch, logits, features, net), logits
+
+
+FIXED_TARGET_CASES = [
+    ("single", {"label_set": 2}),
+    ("majority", {"ties": "random", "seed": 1}),
+    ("majority", {"ties": "positive"}),
+    ("majority", {"ties": "nan"}),
+    ("mean", {}),
+    ("dawid_skene", {}),
+    ("consensus", {}),
+    ("l2v", {"variant": "paper"}),
+]
+
+
+@pytest.mark.parametrize("name,options", FIXED_TARGET_CASES)
+def test_loss_is_the_loss_function_on_the_target(name: str, options: dict) -> None:
+    image, labels, net = _tiny_multilabel()
+    strategy = build_strategy(name, num_sets=4, num_outputs=3, feature_dim=net.num_features, options={name: options})
+    out, logits = _run(strategy, image, labels, net)
+    assert torch.isnan(out.target[2, 1])
+    assert torch.allclose(out.loss, v.masked_bce(logits, out.target), atol=1e-6)
+    if name == "majority" and options.get("ties") == "nan":
+        assert torch.isnan(out.target).sum() > 1  # the ties are out of the loss, not guessed
+
+
+@pytest.mark.parametrize("multiclass", [False, True])
+@pytest.mark.parametrize("objective", ["meta", "probe"])
+@pytest.mark.parametrize("refined", ["hard", "soft"])
+def test_anchored_target_is_what_the_model_loss_trains_toward(refined: str, objective: str, multiclass: bool) -> None:
+    image, labels, net = _tiny_multilabel(seed=1)
+    if multiclass:
+        labels = torch.nn.functional.one_hot(torch.nan_to_num(labels).argmax(dim=2), 3).float()
+        labels[0, 1] = NAN  # a missing set
+    strategy = build_strategy("l2v", num_sets=4, num_outputs=3, feature_dim=net.num_features, multiclass=multiclass,
+                              options={"l2v": {"variant": "anchored", "refined": refined, "vote_objective": objective,
+                                               "consensus": "majority", "min_confidence": 0.7, "seed": 5}})
+    out, logits = _run(strategy, image, labels, net)
+    values, mask = v.split_labels(out.target)
+    model_loss = v.soft_loss(logits, values, mask, multiclass)
+    assert torch.allclose(out.extras["model_loss"], model_loss, atol=1e-6)
+    assert torch.allclose(out.loss, out.extras["model_loss"] + out.extras["vote_loss"], atol=1e-6)
+    if objective == "probe":
+        assert torch.allclose(out.extras["vote_loss"], out.extras["probe_loss"] + out.extras["agreement_loss"], atol=1e-6)
+    else:
+        assert torch.allclose(out.extras["vote_loss"], out.extras["meta_loss"])
+    assert all(x.dim() == 0 and not x.requires_grad for x in out.extras.values())
+    known = out.target[~torch.isnan(out.target)]
+    if refined == "hard":
+        assert set(known.unique().tolist()) <= {0.0, 1.0}
+    else:
+        assert ((known > 0) & (known < 1)).any()  # the mixture itself, not its decision
+
+
+@pytest.mark.parametrize("multiclass", [False, True])
+def test_confusion_matrix_target_is_where_its_gradient_points(multiclass: bool) -> None:
+    image, labels, net = _tiny_multilabel(seed=2)
+    if multiclass:
+        labels = torch.nn.functional.one_hot(torch.nan_to_num(labels).argmax(dim=2), 3).float()
+        labels[0, 1] = NAN
+    cm = ConfusionMatrices(num_sets=4, num_outputs=3, multiclass=multiclass)
+    with torch.no_grad():  # matrices away from the identity, so the target is not just a label average
+        cm.rho.add_(torch.randn(cm.rho.shape, generator=torch.Generator().manual_seed(0)))
+    features = net.features(image)
+    logits = net.head(features).detach().requires_grad_(True)
+    out = cm({"labels": labels}, logits, features, net)
+    (grad,) = torch.autograd.grad(out.loss, logits)
+    # Each annotator's CE is averaged over its observed labels: entry weight c = Σ_m observed / count_m.
+    observed = (~torch.isnan(labels)).float()
+    if multiclass:
+        observed = observed[..., 0]
+        c = (observed / observed.sum(dim=0)).sum(dim=1, keepdim=True)
+        p = torch.softmax(logits, dim=1)
+    else:
+        c = (observed / observed.sum(dim=(0, 2)).view(1, -1, 1)).sum(dim=1)
+        p = torch.sigmoid(logits)
+    expected = torch.nan_to_num(c * (p - out.target))
+    assert torch.allclose(grad, expected, atol=1e-6)
+    assert torch.allclose(out.loss, out.extras["annotator_loss"] + out.extras["trace_loss"])
+    if not multiclass:
+        assert torch.isnan(out.target[2, 1]) and not torch.isnan(out.target[3]).any()
+    # Not the model's own prediction copied back.
+    assert not torch.allclose(torch.nan_to_num(out.target), torch.nan_to_num(p.detach()), atol=1e-3)
+
+
+@pytest.mark.parametrize("config", ["train.json", "cifar10.json"])
+def test_bundle_passes_its_seed_to_every_seeded_strategy(config: str) -> None:
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(Path(__file__).resolve().parents[1] / "bundle" / "configs" / config)
+    parser["seed"] = 7
+    options = parser.get_parsed_content("strategy_options")
+    for name in ("majority", "l2v"):
+        strategy = build_strategy(name, num_sets=5, num_outputs=3, feature_dim=4, label_sets=list("abcde"), options=options)
+        assert strategy.generator.initial_seed() == 7, name
+    assert options["majority"]["ties"] in ("random", "positive", "one", "nan")

@@ -64,7 +64,8 @@ class LearningToVoteTrainer(SupervisedTrainer):
     Batches are dictionaries with ``image`` (``B × C × H × W``), ``labels`` (``B × M × N``, NaN =
     missing) and optionally ``report_embedding`` and strategy-specific keys (``target``).
     ``engine.state.output`` holds ``image``, ``label`` (the target the strategy trained toward),
-    ``pred`` (logits), ``loss``, plus ``vote_weights`` and ``labels`` for diagnostics.
+    ``pred`` (logits), ``loss``, plus ``vote_weights`` and ``labels`` for diagnostics, and the
+    strategy's extra losses (``StrategyOutput.extras``, e.g. ``model_loss``, ``probe_loss``).
     """
 
     def __init__(
@@ -131,6 +132,10 @@ class LearningToVoteTrainer(SupervisedTrainer):
             engine.state.output[Keys.LABEL] = result.target
             engine.state.output["vote_weights"] = result.weights
             engine.state.output["labels"] = batch["labels"]
+            # The strategy's own loss terms (model_loss, probe_loss, ...) sit beside "loss" so that
+            # handlers can log them (l2v_monai.progress.loss_terms); the trainer's keys win a clash.
+            for name, value in result.extras.items():
+                engine.state.output.setdefault(name, value.detach() if isinstance(value, torch.Tensor) else value)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if use_amp:
             engine.scaler.scale(result.loss).backward()

@@ -1,0 +1,101 @@
+"""What a user sees while a run trains: loss terms per iteration, their epoch means, progress bars.
+
+The trainer's ``engine.state.output`` holds ``loss`` and the strategy's extra losses
+(``model_loss``, ``probe_loss``, ``agreement_loss``, ``meta_loss``; see
+:class:`~l2v_monai.strategies.StrategyOutput`). :func:`loss_terms` turns them into the
+``{name: float}`` MONAI's ``StatsHandler`` and ``TensorBoardStatsHandler`` print and plot per
+iteration, :class:`EpochLossMeans` puts their epoch means into ``engine.state.metrics`` (printed
+and plotted per epoch), and :class:`ProgressBar` draws ignite's bar when the console is a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["loss_terms", "EpochLossMeans", "ProgressBar"]
+
+
+def _is_loss_key(key: str) -> bool:
+    return key == "loss" or key.endswith("_loss")
+
+
+def loss_terms(output: Any, prefix: str = "train_") -> dict[str, float]:
+    """``{"train_loss": ..., "train_model_loss": ..., ...}`` from a trainer's output dict.
+
+    Takes ``loss`` and every ``*_loss`` entry that holds one number; a decollated output (a list
+    of per-item dicts, each with the batch loss) is read from its first item.
+    """
+    if isinstance(output, (list, tuple)):
+        output = output[0] if output else {}
+    if not isinstance(output, Mapping):
+        return {}
+    terms: dict[str, float] = {}
+    for key, value in output.items():
+        if not (isinstance(key, str) and _is_loss_key(key)):
+            continue
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.detach().float().item()
+        if isinstance(value, (int, float)):
+            terms[f"{prefix}{key}"] = float(value)
+    return terms
+
+
+class EpochLossMeans:
+    """Mean of each :func:`loss_terms` entry over an epoch, stored as ``engine.state.metrics["epoch_<name>"]``.
+
+    Put it in the trainer's handlers before ``StatsHandler``/``TensorBoardStatsHandler`` so their
+    epoch logs include the means. Non-finite losses are counted and reported as NaN, not hidden.
+    """
+
+    def __init__(self, output_transform: Callable[[Any], Mapping[str, float]] = loss_terms, prefix: str = "epoch_") -> None:
+        self.output_transform = output_transform
+        self.prefix = prefix
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.sums, self.counts = {}, {}
+
+    def update(self, engine: Engine) -> None:
+        for name, value in self.output_transform(engine.state.output).items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def completed(self, engine: Engine) -> None:
+        for name, total in self.sums.items():
+            mean = total / self.counts[name]
+            engine.state.metrics[f"{self.prefix}{name}"] = mean if math.isfinite(mean) else float("nan")
+
+
+class ProgressBar:
+    """Ignite's tqdm progress bar for a trainer (showing the loss terms) or an evaluator.
+
+    ``enabled=None`` draws it only when stderr is a terminal, so logs written to files and CI
+    output stay line-based (the per-iteration and per-epoch log lines show progress there).
+    """
+
+    def __init__(self, enabled: bool | None = None, show_losses: bool = True, persist: bool = False, desc: str = "") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.show_losses, self.persist, self.desc = show_losses, persist, desc
+        self.bar: Any = None
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        self.bar = IgniteProgressBar(persist=self.persist, desc=self.desc)
+        self.bar.attach(engine, output_transform=loss_terms if self.show_losses else None)

@@ -443,9 +443,11 @@ class MacroAUC(CumulativeIterationMetric):
 
     Accumulates ``y_pred`` (``B × N`` logits or probabilities) and ``y`` (``B × N`` labels, NaN =
     missing) over the iterations; :meth:`aggregate` gathers them across DDP ranks (MONAI's
-    ``Cumulative`` buffers) and returns the mean AUC over the findings with both classes present.
-    After ``aggregate``, ``per_finding`` holds each finding's AUC and ``skipped`` the findings
-    left out with the reason.
+    ``Cumulative`` buffers) and returns the mean AUC over the findings with both classes present,
+    so it is never NaN while at least one finding can be scored; when none can, ``aggregate``
+    raises a ``ValueError`` naming each finding and why (a NaN key metric would silently stop
+    model selection). After ``aggregate``, ``per_finding`` holds each finding's AUC and
+    ``skipped`` the findings left out with the reason.
 
     Args:
         findings: names of the N outputs (default ``"0"`` ... ``"N-1"``).
@@ -485,7 +487,18 @@ class MacroAUC(CumulativeIterationMetric):
         result = per_finding_auc(truth, y_pred.cpu().numpy(), finding_names, names=("MacroAUC labels y", "MacroAUC y_pred"))
         self.per_finding = {f: v["auc"] for f, v in result["per_finding"].items()}
         self.skipped = dict(result["skipped"])
+        if result["n_scored"] == 0:
+            raise ValueError(
+                "MacroAUC: no finding can be scored, every one lacks labels or has a single class in the "
+                f"validation labels ({describe_skipped(self.skipped)}); a macro AUC needs at least one finding "
+                "with both positive and negative labels: add such items to the validation split"
+            )
         return result["macro_auc"]
+
+
+def describe_skipped(skipped: Mapping[str, str]) -> str:
+    """``"Edema (no labels), Fracture (only negatives)"``: finding names and reasons, no patient data."""
+    return ", ".join(f"{finding} ({reason})" for finding, reason in skipped.items())
 
 
 class MacroAUCHandler(IgniteMetricHandler):
@@ -525,10 +538,10 @@ class MacroAUCHandler(IgniteMetricHandler):
         value = super().compute()
         if self.skipped:
             logger.info(
-                "%s: %d finding(s) skipped (no labels or one class): %s",
+                "%s: %d finding(s) skipped, left out of the macro AUC (no labels or one class in validation): %s",
                 self._name or "MacroAUC",
                 len(self.skipped),
-                ", ".join(self.skipped),
+                describe_skipped(self.skipped),
             )
         return value
 

@@ -17,7 +17,7 @@ expose them through :meth:`Strategy.param_groups`, which the optimizer is built 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from l2v_monai import vote as v
+from l2v_monai.data.validation import stack_labels
 
 __all__ = [
     "StrategyOutput",
@@ -571,23 +572,26 @@ def build_strategy(
     return STRATEGIES[name](**kwargs)
 
 
-def attach_targets(items: list[dict], strategy: Strategy, labels_key: str = "labels", target_key: str = "target") -> list[dict]:
+def attach_targets(
+    items: list[dict],
+    strategy: Strategy,
+    labels_key: str = "labels",
+    target_key: str = "target",
+    num_sets: int | None = None,
+    num_outputs: int | None = None,
+    split: str = "training",
+) -> list[dict]:
     """Return the items with dataset-level targets attached when the strategy fits them (Dawid–Skene).
 
     For on-the-fly strategies the items are returned unchanged. Fitting happens here, once,
-    before training, so the training step never re-aggregates the dataset.
+    before training, so the training step never re-aggregates the dataset. Every item's labels are
+    checked first (``num_sets × num_outputs`` when given, values in [0, 1] or null): a bad item is
+    a ``LabelValueError`` naming it by split, index and image, not a bare numpy error.
     """
     if not items:
         return items
-    stacked = np.stack([np.asarray(_as_float(it[labels_key]), dtype=np.float32) for it in items])
+    stacked = stack_labels(items, labels_key, (num_sets, num_outputs), split=split)
     targets = strategy.aggregate(stacked)
     if targets is None:
         return items
     return [{**it, target_key: t} for it, t in zip(items, targets)]
-
-
-def _as_float(labels: Iterable) -> Any:
-    """Datalist labels may hold ``None`` for missing values; turn them into NaN."""
-    if isinstance(labels, (np.ndarray, torch.Tensor)):
-        return labels
-    return [[np.nan if x is None else x for x in row] for row in labels]

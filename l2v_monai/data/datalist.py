@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
@@ -263,29 +264,97 @@ def raise_on_duplicates(path: str | Path, column: str, values: Sequence[Any]) ->
     raise DatalistSourceError(path, f"duplicated {column}: {detail}{more}", all_lines)
 
 
-def _open_text(path: Path) -> IO[str]:
-    """Open a ``.csv`` or ``.csv.gz`` file as text."""
+# Byte-order marks of encodings other than UTF-8, checked before decoding: a UTF-16 file
+# "decodes" as UTF-8 into garbage headers when it happens to hold only ASCII-range characters.
+_FOREIGN_BOMS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+    (b"\xff\xfe", "UTF-16 (little-endian)"),
+    (b"\xfe\xff", "UTF-16 (big-endian)"),
+)
+# Delimiters that spreadsheet programs write instead of commas (a European locale's Excel writes ';').
+_OTHER_DELIMITERS: dict[str, str] = {";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
+SAVE_AS = "save it as 'CSV UTF-8 (comma delimited)'"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; ``.gz`` files are decompressed."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        with gzip.open(path, "rb") as stream:
+            return stream.read()
+    return path.read_bytes()
+
+
+def _guess_encoding(data: bytes) -> str:
+    """A short name for what a non-UTF-8 text file probably is, for error messages."""
+    try:
+        data.decode("cp1252")
+    except UnicodeDecodeError:
+        return "an unknown 8-bit encoding"
+    return "Windows-1252 (cp1252) / Latin-1, as Excel and Windows tools write"
+
+
+def decode_utf8_text(path: str | Path, data: bytes, fix: str = SAVE_AS) -> str:
+    """UTF-8 text (a leading BOM dropped) from a text file's bytes; raise ``DatalistSourceError`` naming the encoding.
+
+    A file in another encoding is refused rather than guessed: a mis-decoded path or finding name
+    would fail later (or worse, match the wrong column). The message names the line and column of
+    the first byte that is not UTF-8 and what the file looks like.
+    """
+    for bom, name in _FOREIGN_BOMS:
+        if data.startswith(bom):
+            raise DatalistSourceError(path, f"is encoded as {name}, not UTF-8; {fix}", [1])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DatalistSourceError(
+            path,
+            f"is not UTF-8: byte 0x{data[error.start]:02X} at column {column} cannot be decoded; the file looks like "
+            f"{_guess_encoding(data)}; {fix}",
+            [line],
+        ) from None
+
+
+def _check_delimiter(path: Path, header_line: str) -> None:
+    """A header that holds no comma but another delimiter means the file is not comma-separated."""
+    if "," in header_line:
+        return
+    found = [name for char, name in _OTHER_DELIMITERS.items() if char in header_line]
+    if found:
+        raise DatalistSourceError(
+            path, f"is not comma-separated: its header uses {found[0]} as the delimiter ({header_line[:80]!r}); {SAVE_AS}",
+            [1],
+        )
 
 
 def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "CSV file") -> pd.DataFrame:
     """Read a CSV (or ``.csv.gz``) with every cell as stripped text (blank = ``""``); check its header.
 
-    Raises ``FileNotFoundError`` naming ``what`` and the path, and ``DatalistSourceError`` for an
-    unreadable file, repeated column names or missing ``required`` columns.
+    The file must be UTF-8 (a byte-order mark is accepted) and comma-separated. Raises
+    ``FileNotFoundError`` naming ``what`` and the path, and ``DatalistSourceError`` for another
+    encoding or delimiter (naming what was found), an unreadable file, repeated column names or
+    missing ``required`` columns.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        with _open_text(path) as stream:
-            header = [name.strip() for name in next(csv.reader(stream), [])]
+        data = _read_bytes(path)
+    except (OSError, EOFError) as error:
+        raise DatalistSourceError(path, f"cannot be read ({type(error).__name__}: {error})") from None
+    text = decode_utf8_text(path, data)
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    _check_delimiter(path, first_line)
+    try:
+        header = [name.strip() for name in next(csv.reader(io.StringIO(first_line)), [])]
         # dtype=str + no NA parsing: cells arrive exactly as written, so "" is the only blank and a
         # stray "NA" or "n/a" is reported as a bad value instead of silently becoming missing.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, csv.Error) as error:
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
         raise DatalistSourceError(path, f"cannot be read as a CSV file ({type(error).__name__}: {error})") from None
     if not header:
         raise DatalistSourceError(path, "is empty (no header line)")

@@ -37,6 +37,7 @@ from l2v_monai.data.datalist import (
     DatalistSourceError,
     ExclusionLog,
     csv_line,
+    decode_utf8_text,
     labels_to_json,
     normalise_split,
     parse_label_value,
@@ -124,7 +125,10 @@ def _report_text(cell: str, base: Path, path: Path, line: int) -> str:
         report_path = Path(cell) if Path(cell).is_absolute() else base / cell
         if not report_path.is_file():
             raise DatalistSourceError(path, f"report file not found: {report_path}", [line])
-        text = report_path.read_text(encoding="utf-8")
+        try:
+            text = decode_utf8_text(report_path, report_path.read_bytes(), fix="save it as UTF-8 text")
+        except DatalistSourceError as error:  # name the manifest line that points at the file too
+            raise DatalistSourceError(path, f"report file {error}", [line]) from None
     else:
         text = cell
     return clean_mimic_report(text, fallback="full")

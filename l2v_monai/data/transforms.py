@@ -92,14 +92,16 @@ def read_dicom(path: str | Path) -> np.ndarray:
         raise ImageDecodeError(path, f"unreadable DICOM ({type(error).__name__}: {error})") from error
     if "PixelData" not in ds:
         raise ImageDecodeError(path, "DICOM has no PixelData element")
-    samples = int(ds.get("SamplesPerPixel", 1))
+    # pydicom parses elements lazily, so a malformed value (NumberOfFrames '1A') surfaces only here:
+    # it must become this file's decode error, or one bad file would abort a whole cache build.
+    samples = _header_int(ds, "SamplesPerPixel", path)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(
             path, f"colour DICOM (SamplesPerPixel={samples}, PhotometricInterpretation={photometric or 'missing'}); "
             "only greyscale MONOCHROME1/MONOCHROME2 radiographs are supported"
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _header_int(ds, "NumberOfFrames", path)
     if frames != 1:
         raise ImageDecodeError(path, f"multi-frame DICOM ({frames} frames); expected one radiograph per file")
     try:
@@ -113,6 +115,29 @@ def read_dicom(path: str | Path) -> np.ndarray:
     unit = scale_to_unit_range(windowed, path)
     # MONOCHROME1 stores bright bone as low values; invert so that every image reads the same way.
     return (1.0 - unit) if photometric == "MONOCHROME1" else unit
+
+
+def _header_int(ds: Any, keyword: str, path: str | Path) -> int:
+    """An integer header element (1 when absent or empty); a malformed value is an ``ImageDecodeError``."""
+    try:
+        value = ds.get(keyword, 1)
+        return int(value) if value not in (None, "") else 1
+    except Exception as error:  # pydicom raises ValueError, TypeError or its own errors on bad VRs
+        text = _raw_text(ds, keyword)
+        raise ImageDecodeError(
+            path, f"malformed DICOM header: {keyword} is {text!r}, not an integer ({type(error).__name__})"
+        ) from error
+
+
+def _raw_text(ds: Any, keyword: str) -> str:
+    """The element's value as stored (before pydicom's conversion), for error messages about integer fields."""
+    from pydicom.datadict import tag_for_keyword
+
+    try:
+        raw = ds.get_item(tag_for_keyword(keyword)).value
+    except Exception:  # the message must not fail while describing a failure
+        return "?"
+    return raw.decode("ascii", "replace").strip() if isinstance(raw, bytes) else str(raw)
 
 
 def read_pil_image(path: str | Path) -> np.ndarray:

@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Compare label strategies on real reports: OpenI, four labeler label sets, the MeSH truth.
+
+Each row trains the same small text model (TF-IDF → MLP, see ``l2v_monai.data.report_testbed``)
+through the project's ``build_strategy`` / trainer; only the strategy changes. Strategy options are
+read from the bundle (``train.json``; the anchored meta vote from ``cifar10.json``), with the run's
+seed. Score: k-fold cross-validation, mean AUC against MeSH over the findings with both classes
+in each test fold, averaged over folds and seeds.
+
+Development seeds (100, 101) are for choices; the report seed (0) only for the reported table:
+
+    python scripts/reproduce_report_testbed.py --reports NLMCXR_reports.tgz --seeds 0 --out results/report_testbed.md
+
+Split across processes with ``--methods`` (and ``--seeds``), then merge with ``--collect``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from l2v_monai.data.report_testbed import (
+    ModelSettings,
+    ReportCorpus,
+    default_cache_dir,
+    load_openi_corpus,
+    make_synthetic_corpus,
+    run_fold,
+    to_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+
+#: method → (strategy, bundle config its options come from, option overrides, description).
+METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "mesh": ("single", "train.json", {"label_set": 0}, "upper bound: trained on MeSH"),
+    "set0": ("single", "train.json", {"label_set": 0}, "single set"),
+    "set1": ("single", "train.json", {"label_set": 1}, "single set"),
+    "set2": ("single", "train.json", {"label_set": 2}, "single set"),
+    "set3": ("single", "train.json", {"label_set": 3}, "single set"),
+    "mv_ties1": ("majority", "train.json", {"ties": "positive"}, "majority vote, ties → 1"),
+    "mv_random": ("majority", "train.json", {"ties": "random"}, "majority vote, random ties (train.json)"),
+    "mean": ("mean", "train.json", {}, "mean of the sets"),
+    "dawid_skene": ("dawid_skene", "train.json", {}, "Dawid–Skene"),
+    "cm": ("cm", "train.json", {}, "confusion matrices (Tanno et al.)"),
+    "consensus": ("consensus", "train.json", {}, "consensus (unanimous entries only)"),
+    "l2v_paper": ("l2v", "train.json", {"variant": "paper"}, "l2v paper"),
+    "l2v_anchored_meta": ("l2v", "cifar10.json", {}, "l2v anchored meta (cifar10.json)"),
+    "l2v_probe_soft": ("l2v", "train.json", {}, "l2v anchored probe, soft (train.json default)"),
+    "l2v_probe_hard": ("l2v", "train.json", {"refined": "hard"}, "l2v anchored probe, hard"),
+}
+REFERENCE = "mv_ties1"
+
+
+def strategy_options(method: str, seed: int) -> tuple[str, dict[str, Any]]:
+    """The strategy and its options as the bundle config gives them for ``seed``, plus the row's overrides."""
+    from monai.bundle import ConfigParser
+
+    name, config, overrides, _ = METHODS[method]
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / config)
+    parser["seed"] = seed
+    options = dict(parser.get_parsed_content(f"strategy_options#{name}"))
+    options.update(overrides)
+    return name, options
+
+
+def label(method: str, corpus: ReportCorpus | None) -> str:
+    name, _, overrides, text = METHODS[method]
+    if name == "single" and method != "mesh" and corpus is not None:
+        return f"{text} {corpus.set_names[overrides['label_set']]}"
+    return text
+
+
+def run(corpus: ReportCorpus, method: str, seed: int, folds: int, settings: ModelSettings, cache: Path | None) -> list[dict]:
+    name, options = strategy_options(method, seed)
+    out = []
+    for fold in range(folds):
+        result = run_fold(corpus, name, options, seed, fold, folds, settings, train_on_truth=method == "mesh", cache_dir=cache)
+        result.update(method=method, label=label(method, corpus), options=options)
+        out.append(result)
+        print(f"{method} seed {seed} fold {fold}: mean AUC {result['mean_auc']:.4f} ({result['seconds']:.0f} s)", flush=True)
+    return out
+
+
+def table(runs: dict[str, list[dict]], findings: list[str], header: list[str]) -> str:
+    """Markdown: mean AUC per method, paired Δ against MV ties → 1, then per-finding AUCs."""
+    ref = {(r["seed"], r["fold"]): r["mean_auc"] for r in runs.get(REFERENCE, [])}
+    lines = header + [
+        "| method | mean AUC | per seed (mean over folds) | Δ vs MV ties → 1 (folds better) | s / fold |",
+        "|---|---|---|---|---|",
+    ]
+    order = sorted(runs, key=lambda m: -statistics.fmean(r["mean_auc"] for r in runs[m]))
+    for method in order:
+        results = runs[method]
+        seeds = sorted({r["seed"] for r in results})
+        per_seed = " / ".join(f"{statistics.fmean(r['mean_auc'] for r in results if r['seed'] == s):.4f}" for s in seeds)
+        paired = [(r["mean_auc"] - ref[(r["seed"], r["fold"])]) for r in results if (r["seed"], r["fold"]) in ref]
+        delta = "—" if method == REFERENCE or not paired else (
+            f"{statistics.fmean(paired):+.4f} ({sum(d > 0 for d in paired)}/{len(paired)})")
+        lines.append(f"| {results[0]['label']} (`{method}`) | {statistics.fmean(r['mean_auc'] for r in results):.4f} | "
+                     f"{per_seed} | {delta} | {statistics.fmean(r['seconds'] for r in results):.0f} |")
+    short = [f[:12] for f in findings]
+    lines += ["", "Per-finding AUC (mean over the folds where the finding has both classes):", "",
+              "| method | " + " | ".join(short) + " |", "|---|" + "---|" * len(findings)]
+    for method in order:
+        cells = []
+        for f in findings:
+            values = [r["per_finding"][f] for r in runs[method] if r["per_finding"].get(f) is not None
+                      and r["per_finding"][f] == r["per_finding"][f]]
+            cells.append(f"{statistics.fmean(values):.3f}" if values else "–")
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reports", type=Path, help="the OpenI report archive (NLMCXR_reports.tgz)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="instead of --reports: N tiny seeded synthetic reports (for tests)")
+    p.add_argument("--label-source", choices=["labelers", "synthetic"], default="labelers",
+                   help="label sets from the project's labelers (default) or seeded noisy copies of MeSH (harness checks)")
+    p.add_argument("--cache", type=Path, default=None, help=f"cache for label sets and embeddings (default {default_cache_dir()})")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--folds", type=int, default=5)
+    defaults = ModelSettings()
+    p.add_argument("--features", choices=["tfidf", "minilm", "both"], default=defaults.features)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--hidden", type=int, default=defaults.hidden)
+    p.add_argument("--max-features", type=int, default=defaults.max_features)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "report_testbed.md")
+    p.add_argument("--collect", nargs="*", type=Path, default=None,
+                   help="only merge the .json files of earlier runs (e.g. one process per method) into one table")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python scripts/reproduce_report_testbed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    settings = ModelSettings(features=args.features, max_features=args.max_features, hidden=args.hidden,
+                             epochs=args.epochs, lr=args.lr)
+    runs: dict[str, list[dict]] = {}
+    meta: dict[str, Any] = {}
+    corpus = None
+    if args.collect is not None:
+        for path in args.collect:
+            data = json.loads(path.read_text())
+            meta = meta or data["meta"]
+            for method, results in data["runs"].items():
+                runs.setdefault(method, []).extend(results)
+    else:
+        if args.synthetic:
+            corpus = make_synthetic_corpus(args.synthetic, seed=0)
+        elif args.reports is None:
+            p.error("give --reports (the OpenI archive), --synthetic N or --collect")
+        else:
+            corpus = load_openi_corpus(args.reports, args.cache, label_source=args.label_source)
+        sets = np.asarray(corpus.label_sets)
+        disagree = float((np.nanmax(sets, axis=1) != np.nanmin(sets, axis=1)).any(axis=1).mean())
+        meta = {"reports": len(corpus.texts), "excluded": corpus.excluded, "label_sets": corpus.set_names,
+                "label_source": "synthetic corpus" if args.synthetic else args.label_source,
+                "findings": corpus.findings, "folds": args.folds, "settings": asdict(settings),
+                "reports_where_sets_disagree": disagree}
+        for method in args.methods:
+            for seed in args.seeds:
+                runs.setdefault(method, []).extend(run(corpus, method, seed, args.folds, settings, args.cache))
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    s = meta["settings"]
+    excluded = ", ".join(f"{v} {k}" for k, v in meta["excluded"].items()) or "none"
+    header = [
+        f"Real-report testbed: {meta['reports']} OpenI reports (left out: {excluded}), label sets "
+        f"{', '.join(meta['label_sets'])} ({meta['label_source']}; the four sets disagree on at least one finding in "
+        f"{100 * meta['reports_where_sets_disagree']:.1f} % of reports), truth = MeSH. {s['features']} "
+        f"(≤ {s['max_features']} word 1–2-grams) → MLP ({s['hidden']} hidden), {s['epochs']} epochs, Adam lr {s['lr']}, "
+        f"batch {s['batch_size']}; {meta['folds']}-fold CV, seeds {', '.join(map(str, seeds))}, CPU, one thread. "
+        "Mean AUC against MeSH over the findings with both classes in the test fold. Produced by:", "", f"    {command}", "",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table(runs, meta["findings"], header))
+    args.out.with_suffix(".json").write_text(to_json({"meta": meta, "runs": runs}))
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -92,13 +92,16 @@ def label_set_names(labelers: Sequence[str] = tuple(LABELERS)) -> list[str]:
 
 
 def label_sets(
-    texts: Sequence[str], labelers: Sequence[str] = tuple(LABELERS), progress: bool = False
+    texts: Sequence[str],
+    labelers: Sequence[str] = tuple(LABELERS),
+    progress: bool = False,
+    not_mentioned: float = NOT_MENTIONED_VALUE,
 ) -> tuple[np.ndarray, list[str]]:
     """Reports → float32 label sets ``S × (2·L) × 14`` (``CHEXPERT_FINDINGS`` order) and their names.
 
     Per labeler two sets: ``<name>_u0`` (uncertain → 0) and ``<name>_u1`` (uncertain → 1). Positive
     is 1, negative 0, and **not mentioned is 0**, as the MIMIC-CXR path maps CheXpert blanks by
-    default. No Finding follows CheXpert's rule (``assertion.py``). ``texts`` are cleaned report
+    default (``not_mentioned=float("nan")`` keeps it missing instead). No Finding follows CheXpert's rule (``assertion.py``). ``texts`` are cleaned report
     text (FINDINGS + IMPRESSION, see ``l2v_monai.reports``); an empty text has every finding not
     mentioned, so No Finding = 1. ``progress`` shows a tqdm bar on stderr (never report text).
     """
@@ -112,7 +115,7 @@ def label_sets(
         labeler = get_labeler(name)
         states = labeler.label_many(_progress(texts, progress, name))
         for _, uncertain in UNCERTAIN_MAPPINGS:
-            blocks.append(assertions_to_labels(states, uncertain, NOT_MENTIONED_VALUE))
+            blocks.append(assertions_to_labels(states, uncertain, not_mentioned))
     if not blocks:
         raise ValueError("no labeler given")
     array = np.stack(blocks, axis=1) if texts else np.zeros((0, len(blocks), len(CHEXPERT_FINDINGS)), np.float32)

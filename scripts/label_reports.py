@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Label radiology reports offline → a manifest CSV with four label sets for ``prepare_manifest.py``.
+
+    python scripts/label_reports.py --reports reports.csv --out labels.csv
+    python scripts/label_reports.py --reports reports/ --out labels.csv --image-template "images/{id}.dcm"
+    python scripts/label_reports.py --reports NLMCXR_reports.tgz --out openi_labels.csv \
+        --image-template "NLMCXR_png/{id}.png"
+    python scripts/prepare_manifest.py --manifest labels.csv --out datalist.json --chexpert-findings
+
+``--reports`` is a CSV with columns ``id,report`` (optionally ``image``), a folder of ``.txt``
+files (id = file name), or the OpenI ``.tgz`` archive (one row per image). The labelers
+(``l2v_monai.labelers``: ``context`` = medspaCy/ConText, ``window`` = token-window NegEx) give
+label sets ``<labeler>_u0`` / ``<labeler>_u1`` (uncertain → 0 / 1); not-mentioned findings are 0
+(``--not-mentioned blank`` writes them blank, i.e. missing). A report with no text stops the run
+naming its id (``--allow-empty`` writes its labels blank instead). Report text is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from l2v_monai.labelers import LABELERS, label_sets
+from l2v_monai.labelers.sources import check_not_empty, manifest_rows, read_report_source, write_manifest
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=Path, required=True, help="CSV (id,report[,image]), folder of .txt, or OpenI .tgz")
+    parser.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    parser.add_argument("--labelers", nargs="+", choices=sorted(LABELERS), default=list(LABELERS))
+    parser.add_argument(
+        "--image-template", default="{id}.png",
+        help="image path for rows without an image column: {id} = image id (OpenI) or report id, {study} = report id",
+    )
+    parser.add_argument("--not-mentioned", choices=("0", "blank"), default="0", help="what a not-mentioned finding is")
+    parser.add_argument("--allow-empty", action="store_true", help="write empty reports with blank labels")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    reports = read_report_source(args.reports)
+    empty = check_not_empty(reports, args.reports, args.allow_empty)
+    not_mentioned = float("nan") if args.not_mentioned == "blank" else 0.0
+    labels, names = label_sets(
+        [r.text for r in reports], args.labelers, progress=not args.no_progress, not_mentioned=not_mentioned
+    )
+    header, rows = manifest_rows(reports, labels, names, args.image_template, empty)
+    written = write_manifest(args.out, header, rows)
+    print(f"wrote {written}: {len(rows)} rows from {len(reports)} reports, label sets {', '.join(names)}")
+    if empty:
+        print(f"  {len(empty)} empty report(s) written with blank labels", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

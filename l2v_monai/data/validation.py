@@ -361,10 +361,11 @@ def _check_keys(
             problems.append(Problem(f"no {image_key!r} path", where))
         for key in item:
             key_counts.setdefault(str(key), []).append(index)
-        for required, why in ((labels_key, "the label sets"), (label_key, "the clean hand label (evaluation target 'clean')"),
-                              (study_key, "the study whose report embedding is used")):
+        for required, why in ((labels_key, "the label sets to train or score on"),
+                              (label_key, "the clean hand label that evaluation target 'clean' scores against"),
+                              (study_key, "the study whose report embedding the network reads")):
             if required is not None and required not in item:
-                problems.append(Problem(f"no {required!r} key ({why})", where))
+                problems.append(Problem(f"no {required!r} key: {why}", where))
     mappings = [index for index, item in enumerate(items) if isinstance(item, Mapping)]
     for key, holders in key_counts.items():
         if len(holders) == len(mappings) or key in (image_key, labels_key, label_key, study_key):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> N
     assert (models / "model.pt").is_file() and (models / "checkpoint.pt").is_file()
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert state["head.weight"].shape == (14, 2048)
-    resume = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert set(resume) >= {"trainer", "network", "optimizer", "strategy"}
     assert resume["trainer"]["iteration"] == resume["trainer"]["epoch_length"]  # one full epoch
     # The default vote (anchored, probe objective): its scorer and its probe are saved with the optimizer.
@@ -99,7 +100,7 @@ def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_pa
                   "--bundle_root", str(tmp_path), "--resume", "True", *small)
     log = proc.stdout + proc.stderr
     assert "Epoch[2]" in log and "Epoch[1] Complete" not in log  # epoch 1 was restored, not re-run
-    resume = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert resume["trainer"]["iteration"] == 2 * resume["trainer"]["epoch_length"]
 
 
@@ -117,7 +118,7 @@ def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, stra
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state["head.weight"].shape == (14, 2048 + (512 if use_report == "True" else 0))
     if extra:  # the paper's vote head: one W_attn over the concatenated feedback
-        strategy_state = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=False)["strategy"]
+        strategy_state = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)["strategy"]
         assert "head.attn.weight" in strategy_state
 
 
@@ -208,8 +209,12 @@ def test_multi_gpu_overlay_trains_one_epoch_under_torchrun_on_cpu(mimic: dict, t
 
 
 def test_poc_config_runs_on_digits_and_writes_results(tmp_path: Path) -> None:
-    bundle("run", "--config_file", str(CONFIGS / "cifar10.json"), "--dataset", "digits", "--epochs", "1",
-           "--max_train", "600", "--max_test", "200", "--bundle_root", str(tmp_path))
+    proc = bundle("run", "--config_file", str(CONFIGS / "cifar10.json"), "--dataset", "digits", "--epochs", "1",
+                  "--max_train", "600", "--max_test", "200", "--bundle_root", str(tmp_path))
+    # make demo shows each epoch's validation accuracy and mean training losses as it goes.
+    log = proc.stdout + proc.stderr
+    assert re.search(r"Epoch\[1\] Metrics -- val_noisy_mv_accuracy: \d\.\d{4}", log)
+    assert re.search(r"Epoch\[1\] Metrics -- epoch_train_loss: \d+\.\d{4}", log)
     (results,) = list((tmp_path / "eval").glob("*/results.json"))
     data = json.loads(results.read_text())
     assert 0.0 <= data["test_accuracy"] <= 1.0

@@ -131,20 +131,22 @@ _F, _B, _BI, _T, _P = "FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEU
 MODIFIERS: tuple[tuple[str, str, str], ...] = (
     *((p, "NEGATED_EXISTENCE", _F) for p in (
         "no", "not", "without", "negative for", "free of", "clear of", "no evidence of", "no sign of",
-        "no signs of", "absence of", "rather than", "no definite", "no visible", "none", "nor",
+        "no signs of", "absence of", "rather than", "no definite", "no visible", "nor",
         "no radiographic evidence of", "no findings of", "no findings to suggest",
     )),
     *((p, "NEGATED_EXISTENCE", _B) for p in (
         "absent", "is absent", "are absent", "not seen", "not identified", "not present", "not visualized",
         "not appreciated", "not demonstrated", "is excluded", "are excluded", "ruled out", "not enlarged",
-        "not widened", "none",
+        "not widened",
     )),
+    ("none", "NEGATED_EXISTENCE", _BI),
+    ("resolved", "RESOLVED", _BI),
     *((p, "RESOLVED", _F) for p in (
-        "resolution of", "resolved", "interval resolution of", "removal of", "interval removal of",
+        "resolution of", "interval resolution of", "removal of", "interval removal of",
         "no longer",
     )),
     *((p, "RESOLVED", _B) for p in (
-        "has resolved", "have resolved", "resolved", "has cleared", "have cleared", "cleared", "no longer seen",
+        "has resolved", "have resolved", "has cleared", "have cleared", "cleared", "no longer seen",
         "no longer visualized", "no longer present", "has been removed", "have been removed", "removed",
     )),
     *((p, "POSSIBLE_EXISTENCE", _F) for p in (
@@ -152,13 +154,14 @@ MODIFIERS: tuple[tuple[str, str, str], ...] = (
         "question of", "suspicious for", "suspected", "suspect", "concerning for", "concern for", "suggest",
         "suggests", "suggestive of", "suggesting", "cannot exclude", "cannot rule out", "can not exclude",
         "differential", "versus", "vs", "equivocal", "indeterminate", "worrisome for", "may represent",
-        "atypical", "presumed", "presumably", "borderline", "vs.",
+        "atypical", "presumed", "presumably", "vs.",
     )),
+    ("borderline", "POSSIBLE_EXISTENCE", _BI),
     *((p, "POSSIBLE_EXISTENCE", _B) for p in (
         "cannot be excluded", "can not be excluded", "not excluded", "is not excluded", "not ruled out",
         "is suspected", "are suspected", "is possible", "is likely", "unlikely", "is questioned",
         "upper limits of normal", "upper limit of normal", "upper normal", "top normal", "top-normal",
-        "borderline", "at the upper limits of normal",
+        "at the upper limits of normal",
     )),
     *((p, "HYPOTHETICAL", _F) for p in (
         "rule out", "to rule out", "r/o", "evaluate for", "evaluation for", "assess for", "to exclude",
@@ -232,9 +235,9 @@ def mention_state(label: str, categories: set[str]) -> Assertion | None:
     if label in SIZE_LABELS:
         if "ENLARGED" in categories:
             categories = categories - {"NORMAL_SIZE"}
-        elif "NORMAL_SIZE" in categories:
-            return Assertion.NEGATIVE
-        elif not categories & (_UNCERTAIN_CATEGORIES | {"RESOLVED"}):
+        elif categories & (_NEGATIVE_CATEGORIES | {"NORMAL_SIZE"}):
+            return Assertion.NEGATIVE  # "normal in size", "not enlarged"
+        elif not categories & _UNCERTAIN_CATEGORIES:
             return None  # "heart" without a size word says nothing about its size
     if categories & _NEGATIVE_CATEGORIES:
         return Assertion.NEGATIVE

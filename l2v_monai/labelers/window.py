@@ -63,7 +63,9 @@ _MENTIONS: dict[str, list[tuple[str, Assertion | None]]] = {
     ],
     "Enlarged Cardiomediastinum": [
         (r"(?:widened|widening of the|enlarged|prominent) (?:cardio ?mediastin(?:um|al)|mediastin(?:um|al))"
-         r"(?: silhouette| contours?)?|mediastinal (?:widening|enlargement)", None),
+         r"(?: silhouette| contours?)?|mediastinal (?:widening|enlargement|prominence)"
+         r"|(?:prominence|widening) of the (?:superior |upper )?(?:mediastinum|mediastinal contours?)"
+         r"|mediastinal (?:and hilar )?(?:lymph)?adenopathy", None),
         (r"(?:cardio ?mediastinal|mediastinal) (?:silhouette|contours?)(?: is| are)?(?: mildly| slightly)?"
          r" (?:widened|enlarged|prominent)|mediastinum(?: is)?(?: mildly| slightly)? (?:widened|enlarged|prominent)",
          None),
@@ -93,7 +95,9 @@ _MENTIONS: dict[str, list[tuple[str, Assertion | None]]] = {
     "Support Devices": [
         (r"pacemaker|pacer|defibrillator|\baicd\b|\bicd\b|(?:endotracheal|nasogastric|chest|feeding|tracheostomy|"
          r"\bet|\bng) tube|\bpicc\b|central (?:venous )?(?:line|catheter)|catheter", None),
-        (r"sternotomy wires?|sternal wires?|(?:median )?sternotomy|stent|valve replacement|prosthetic valve", None),
+        (r"sternotomy wires?|sternal wires?|(?:median )?sternotomy|stents?|valve replacement|prosthetic valve", None),
+        (r"(?:pacemaker|pacer|cardiac|transvenous) leads?|leads? (?:terminating|terminate|in the right)|generator"
+         r"|surgical clips|internal fixation|prosthe(?:sis|tic)", None),
     ],
 }
 

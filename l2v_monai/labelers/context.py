@@ -22,11 +22,12 @@ All phrase lists are this project's own. Needs the ``[labelers]`` extra (medspac
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 from l2v_monai.labelers.assertion import Assertion, report_assertions
 
-MAX_SCOPE = 12
+MAX_SCOPE = 20
 BATCH_SIZE = 64
 
 # Target label → finding. Labels ending in _SIZE are size targets (see the module docstring).
@@ -260,11 +261,16 @@ class ConTextLabeler:
 
     def label_many(self, texts: Iterable[str]) -> list[tuple[Assertion, ...]]:
         """Several reports → one 14-state tuple each (spaCy batches them)."""
-        return [report_assertions(self._mentions(doc)) for doc in self.nlp.pipe(texts, batch_size=BATCH_SIZE)]
+        with warnings.catch_warnings():
+            # Our rules are all phrases, so medspaCy's token matcher is empty and spaCy warns (W036) per doc.
+            warnings.filterwarnings("ignore", message=r"\[W036\]")
+            return [report_assertions(self._mentions(doc)) for doc in self.nlp.pipe(texts, batch_size=BATCH_SIZE)]
 
     def mentions(self, text: str) -> dict[str, list[Assertion]]:
         """Finding → the states of its mentions in ``text`` (for inspection and tests)."""
-        return self._mentions(self.nlp(text))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"\[W036\]")
+            return self._mentions(self.nlp(text))
 
     @staticmethod
     def _mentions(doc) -> dict[str, list[Assertion]]:

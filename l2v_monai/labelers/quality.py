@@ -142,7 +142,7 @@ def plot_heatmap(table: dict[str, Any], path: str | Path) -> None:
         for j in range(len(findings)):
             axes.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
                       color="white" if grid[i, j] < 0.8 else "black")
-    figure.colorbar(image, ax=axes, label="balanced accuracy vs MeSH")
+    figure.colorbar(image, ax=axes, label="bal. acc. vs MeSH")
     axes.set_title(f"Report labelers vs OpenI MeSH ({table['reports']} reports)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -39,7 +39,8 @@ def cause_last_text(error: BaseException) -> str:
     cause = root_cause(error)
     if cause is error:
         return ""
-    return "\nThe run stopped because of this error:\n" + "".join(traceback.format_exception_only(type(cause), cause))
+    text = "".join(traceback.format_exception_only(type(cause), cause))
+    return "\nThe run stopped because of this error:\n" + text + ("" if text.endswith("\n") else "\n")
 
 
 def _chained(previous: object) -> object:

@@ -175,14 +175,27 @@ def read_chest_xray(path: str | Path) -> np.ndarray:
     return read_pil_image(path)
 
 
+#: Metadata key that ``LoadChestXrayd(mark_unreadable=True)`` sets: "" for a decoded image, else why it failed.
+UNREADABLE_META_KEY = "unreadable"
+# Size of the stand-in image of an unreadable file: later steps resize it like any other image.
+_PLACEHOLDER_SHAPE = (2, 2)
+
+
 class LoadChestXrayd(MapTransform):
     """Replace each path under ``keys`` with its decoded image: a ``MetaTensor`` ``H × W`` float32 in [0, 1].
 
     The metadata holds the file name, the format and the original size, never DICOM header fields.
+
+    ``mark_unreadable=True`` is for inference over many files: a file that cannot be decoded
+    (``ImageDecodeError``) becomes a blank stand-in image whose metadata says why under
+    ``UNREADABLE_META_KEY`` (readable images carry ``""`` there, so every item batches alike);
+    the caller must drop the stand-ins' predictions and list them (``l2v_monai.data.inference_inputs``).
+    By default a bad file raises.
     """
 
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False, mark_unreadable: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.mark_unreadable = mark_unreadable
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -190,14 +203,33 @@ class LoadChestXrayd(MapTransform):
             path = d[key]
             if not isinstance(path, (str, Path)):
                 raise TypeError(f"LoadChestXrayd expects a file path under {key!r}, got {type(path).__name__}")
-            pixels = read_chest_xray(path)
-            meta = {
+            reason = ""
+            try:
+                pixels = read_chest_xray(path)
+            except ImageDecodeError as error:
+                if not self.mark_unreadable:
+                    raise
+                pixels, reason = np.zeros(_PLACEHOLDER_SHAPE, dtype=np.float32), error.reason
+            meta: dict[str, Any] = {
                 "filename_or_obj": str(path),
                 "original_spatial_shape": tuple(pixels.shape),
                 "original_channel_dim": "no_channel",
             }
+            if self.mark_unreadable:
+                meta[UNREADABLE_META_KEY] = reason
             d[key] = MetaTensor(torch.from_numpy(pixels), meta=meta)
         return d
+
+
+def mark_unreadable(transform: Compose) -> Compose:
+    """A copy of ``transform`` whose ``LoadChestXrayd`` steps mark unreadable files instead of raising."""
+    steps = [
+        LoadChestXrayd(step.keys, step.allow_missing_keys, mark_unreadable=True) if isinstance(step, LoadChestXrayd) else step
+        for step in transform.transforms
+    ]
+    if not any(isinstance(step, LoadChestXrayd) for step in steps):
+        raise ValueError("mark_unreadable: the transform has no LoadChestXrayd step to change")
+    return Compose(steps, log_stats=False)  # log_stats=False: MONAI would log item fields on an error
 
 
 def _describe_item(data: Mapping[Hashable, Any], image_key: str) -> str:
@@ -356,12 +388,14 @@ def preprocess_chest_xray(
 
 
 __all__ = [
+    "UNREADABLE_META_KEY",
     "ImageDecodeError",
     "LabelSetsToTensord",
     "LoadChestXrayd",
     "chest_xray_image_transforms",
     "chest_xray_transforms",
     "label_transforms",
+    "mark_unreadable",
     "preprocess_chest_xray",
     "read_chest_xray",
     "read_dicom",

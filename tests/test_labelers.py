@@ -91,6 +91,12 @@ SENTENCES: list[tuple[str, str, Assertion, Assertion]] = [
     ("The cardiomediastinal silhouette is within normal limits.", "Enlarged Cardiomediastinum", N, N),
     ("The mediastinum is widened.", "Enlarged Cardiomediastinum", P, P),
     ("The heart is mildly enlarged.", "Enlarged Cardiomediastinum", M, M),
+    # each size target takes its nearest size word
+    ("Heart size normal, mediastinum widened.", "Cardiomegaly", N, N),
+    ("Heart size normal, mediastinum widened.", "Enlarged Cardiomediastinum", P, P),
+    ("The heart is enlarged with normal pulmonary vascularity.", "Cardiomegaly", P, P),
+    ("The heart is enlarged with normal pulmonary vascularity.", "Edema", N, M),
+    ("Mild prominence of the pulmonary vascularity.", "Edema", P, M),
     # devices
     ("Left-sided pacemaker with leads in the right atrium and ventricle.", "Support Devices", P, P),
     ("Endotracheal tube tip 3 cm above the carina.", "Support Devices", P, P),

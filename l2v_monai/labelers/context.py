@@ -7,11 +7,12 @@
   "granuloma" and "mass" for Lung Lesion, "density" and "haziness" for Lung Opacity, "port",
   "clips" and "wires" for Support Devices. Overlapping matches keep the longest, so "pericardial
   effusion" (an ignored target) hides "effusion".
-* **Size targets**: "heart", "heart size", "cardiac silhouette" (Cardiomegaly) and "mediastinum",
-  "cardiomediastinal silhouette" (Enlarged Cardiomediastinum) are not findings by themselves; they
-  count only with a size modifier in their sentence: ENLARGED words ("enlarged", "widened",
-  "prominent") → positive, NORMAL_SIZE words ("normal", "within normal limits") → negative,
-  borderline words ("upper limits of normal") → uncertain.
+* **Size targets**: "heart", "heart size", "cardiac silhouette" (Cardiomegaly), "mediastinum",
+  "cardiomediastinal silhouette" (Enlarged Cardiomediastinum) and "pulmonary vasculature" (Edema:
+  prominent vessels are how reports describe congestion) are not findings by themselves; they
+  count only with a size modifier in their sentence, the nearest one when there are several:
+  ENLARGED words ("enlarged", "widened", "prominent") → positive, NORMAL_SIZE words ("normal",
+  "within normal limits") → negative, borderline words ("upper limits of normal") → uncertain.
 * **ConText** modifiers, in the sentence (or up to ``MAX_SCOPE`` tokens) on their side:
   negation and *resolved* ("has resolved", "resolution of") → negative; possible existence and
   hypothetical ("to rule out", "evaluate for") → uncertain; historical ("history of") → the
@@ -39,6 +40,7 @@ _FINDING_OF_LABEL: dict[str, str] = {
     "EDEMA": "Edema",
     "ENLARGED_CM": "Enlarged Cardiomediastinum",
     "MEDIASTINUM_SIZE": "Enlarged Cardiomediastinum",
+    "VASCULAR_SIZE": "Edema",
     "FRACTURE": "Fracture",
     "LUNG_LESION": "Lung Lesion",
     "LUNG_OPACITY": "Lung Opacity",
@@ -48,7 +50,7 @@ _FINDING_OF_LABEL: dict[str, str] = {
     "PNEUMOTHORAX": "Pneumothorax",
     "SUPPORT_DEVICES": "Support Devices",
 }
-SIZE_LABELS: frozenset[str] = frozenset({"HEART_SIZE", "MEDIASTINUM_SIZE"})
+SIZE_LABELS: frozenset[str] = frozenset({"HEART_SIZE", "MEDIASTINUM_SIZE", "VASCULAR_SIZE"})
 IGNORED_LABEL = "IGNORED"
 
 # Target phrases (matched on lower-case tokens), by label.
@@ -70,7 +72,12 @@ TARGET_PHRASES: dict[str, tuple[str, ...]] = {
         "edema", "pulmonary edema", "interstitial edema", "alveolar edema", "vascular congestion",
         "pulmonary vascular congestion", "venous congestion", "pulmonary congestion", "congestion",
         "heart failure", "congestive heart failure", "chf", "fluid overload", "cephalization", "kerley b lines",
-        "edematous",
+        "edematous", "vascular redistribution", "pulmonary venous hypertension", "venous hypertension",
+    ),
+    # Prominent pulmonary vessels are how reports describe congestion (MeSH: Pulmonary Congestion → Edema).
+    "VASCULAR_SIZE": (
+        "vasculature", "vascularity", "pulmonary vasculature", "pulmonary vascularity", "vascular markings",
+        "central vasculature", "central pulmonary vasculature", "vascular", "pulmonary vessels", "lung vascularity",
     ),
     "ENLARGED_CM": (
         "widened mediastinum", "mediastinal widening", "mediastinal enlargement", "enlarged mediastinum",
@@ -103,13 +110,17 @@ TARGET_PHRASES: dict[str, tuple[str, ...]] = {
         "pleural thickening", "pleural scarring", "pleural scar", "pleural plaque", "pleural plaques",
         "pleural calcification", "pleural calcifications", "fibrothorax", "apical cap", "apical capping",
         "apical pleural thickening", "pleural-parenchymal scarring", "pleuroparenchymal scarring",
-        "pleural based opacity", "pleural thickenings",
+        "pleural based opacity", "pleural thickenings", "thickening", "fissural thickening",
+        "thickening of the fissure", "pleural capping", "apical scarring", "biapical scarring", "pleural-peripheral scarring",
     ),
     "PNEUMONIA": (
         "pneumonia", "pneumonias", "bronchopneumonia", "infection", "infectious process", "infectious",
         "pneumonitis", "aspiration",
     ),
-    "PNEUMOTHORAX": ("pneumothorax", "pneumothoraces", "hydropneumothorax", "ptx"),
+    "PNEUMOTHORAX": (
+        "pneumothorax", "pneumothoraces", "hydropneumothorax", "ptx", "pleural air", "pleural air collection",
+        "air collection",
+    ),
     "SUPPORT_DEVICES": (
         "pacemaker", "pacer", "pacemaker leads", "leads", "lead", "defibrillator", "aicd", "icd", "catheter",
         "catheters", "picc", "picc line", "central line", "central venous line", "tube", "tubes",
@@ -122,7 +133,9 @@ TARGET_PHRASES: dict[str, tuple[str, ...]] = {
     IGNORED_LABEL: (
         "pericardial effusion", "joint effusion", "mass effect", "soft tissue mass", "breast mass",
         "no acute cardiopulmonary", "cardiac monitor", "monitor leads", "ekg leads", "ecg leads",
-        "heart valve", "port of entry", "abdominal density",
+        "heart valve", "port of entry", "abdominal density", "bronchial wall thickening", "peribronchial thickening",
+        "interstitial thickening", "septal thickening", "wall thickening", "soft tissue thickening",
+        "vascular calcification", "vascular calcifications", "vascular clips", "vascular stent",
     ),
 }
 
@@ -278,8 +291,25 @@ class ConTextLabeler:
         for ent in doc.ents:
             if ent.label_ == IGNORED_LABEL:
                 continue
-            categories = {modifier.category for modifier in ent._.modifiers}
-            state = mention_state(ent.label_, categories)
+            state = mention_state(ent.label_, _categories(ent))
             if state is not None:
                 found.setdefault(_FINDING_OF_LABEL[ent.label_], []).append(state)
         return found
+
+
+def _categories(ent) -> set[str]:
+    """The ConText categories modifying ``ent``; of its size words only the nearest one counts.
+
+    A sentence such as "heart is enlarged with normal pulmonary vascularity" has two size words;
+    each size target takes the one closest to it.
+    """
+    categories = {m.category for m in ent._.modifiers if m.category not in _SIZE_CATEGORIES}
+    sizes = [m for m in ent._.modifiers if m.category in _SIZE_CATEGORIES]
+    if sizes:
+
+        def distance(modifier) -> int:
+            start, end = modifier.modifier_span
+            return max(start - ent.end, ent.start - end, 0)
+
+        categories.add(min(sizes, key=distance).category)
+    return categories

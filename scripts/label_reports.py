@@ -22,7 +22,14 @@ import sys
 from pathlib import Path
 
 from l2v_monai.labelers import LABELERS, label_sets
-from l2v_monai.labelers.sources import check_not_empty, manifest_rows, read_report_source, write_manifest
+from l2v_monai.data.datalist import DatalistSourceError
+from l2v_monai.labelers.sources import (
+    ReportSourceError,
+    check_not_empty,
+    manifest_rows,
+    read_report_source,
+    write_manifest,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    reports = read_report_source(args.reports)
-    empty = check_not_empty(reports, args.reports, args.allow_empty)
+    try:
+        reports = read_report_source(args.reports)
+        empty = check_not_empty(reports, args.reports, args.allow_empty)
+    except (ReportSourceError, DatalistSourceError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     not_mentioned = float("nan") if args.not_mentioned == "blank" else 0.0
     labels, names = label_sets(
         [r.text for r in reports], args.labelers, progress=not args.no_progress, not_mentioned=not_mentioned
@@ -53,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {written}: {len(rows)} rows from {len(reports)} reports, label sets {', '.join(names)}")
     if empty:
         print(f"  {len(empty)} empty report(s) written with blank labels", file=sys.stderr)
+    without_images = sum(1 for r in reports if not r.image_path and not r.image_ids)
+    if without_images and any(r.image_ids for r in reports):
+        print(f"  {without_images} report(s) list no image: one row each, image = the template with the report id",
+              file=sys.stderr)
     return 0
 
 

@@ -346,3 +346,41 @@ def test_openi_quality_reproduces_committed_table(name):
                 assert table["sets"][set_name]["findings"][finding][metric] == pytest.approx(metrics[metric], abs=5e-4)
     # The targets of the labelers' issue: better mapping ≥ 0.85 mean balanced accuracy.
     assert table["better_mapping"][name]["mean_balanced_accuracy"] >= 0.85
+
+
+def _openi_archive(path: Path, reports: dict[str, tuple[list[str], str]]) -> Path:
+    """A tiny NLMCXR-style archive: uid → (parentImage ids, FINDINGS text)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for uid, (images, findings) in reports.items():
+            parents = "".join(f'<parentImage id="{image}"/>' for image in images)
+            data = (
+                f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{uid}"/><Abstract>'
+                f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+                '<AbstractText Label="INDICATION">cough</AbstractText>'
+                f"</Abstract><MeSH><major>normal</major></MeSH>{parents}</eCitation>"
+            ).encode()
+            info = tarfile.TarInfo(f"ecgen-radiology/{uid}.xml")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_openi_archive_gives_one_row_per_image(tmp_path):
+    from l2v_monai.labelers.sources import manifest_rows
+
+    archive = _openi_archive(
+        tmp_path / "NLMCXR_reports.tgz",
+        {"CXR1": (["CXR1_1", "CXR1_2"], "Small left pleural effusion."), "CXR2": ([], "No pneumothorax.")},
+    )
+    reports = read_report_source(archive)
+    assert [(r.report_id, r.image_ids) for r in reports] == [("CXR1", ("CXR1_1", "CXR1_2")), ("CXR2", ())]
+    assert reports[0].text == "FINDINGS: Small left pleural effusion."  # INDICATION is not read
+    labels, names = label_sets([r.text for r in reports], ["window"])
+    header, rows = manifest_rows(reports, labels, names, "png/{id}.png")
+    assert header[:3] == ["image", "study_id", "window_u0/Atelectasis"] and len(header) == 2 + 2 * 14
+    assert [row[:2] for row in rows] == [["png/CXR1_1.png", "CXR1"], ["png/CXR1_2.png", "CXR1"], ["png/CXR2.png", "CXR2"]]
+    effusion = header.index("window_u0/Pleural Effusion")
+    assert [row[effusion] for row in rows] == ["1", "1", "0"]

@@ -47,7 +47,7 @@ SENTENCES: list[tuple[str, str, Assertion, Assertion]] = [
     ("No pulmonary edema.", "Edema", N, N),
     ("No evidence of pneumothorax, pleural effusion, or focal airspace consolidation.", "Pneumothorax", N, N),
     ("No evidence of pneumothorax, pleural effusion, or focal airspace consolidation.", "Consolidation", N, N),
-    ("No pneumonia, effusions, edema, pneumothorax, adenopathy, nodules or masses.", "Lung Lesion", N, N),
+    ("No edema, effusion, pneumothorax, pneumonia, hilar adenopathy, nodules or masses.", "Lung Lesion", N, N),
     ("The lungs are free of focal airspace disease.", "Lung Opacity", N, N),
     ("No effusion but there is left basilar atelectasis.", "Atelectasis", P, P),
     ("No effusion but there is left basilar atelectasis.", "Pleural Effusion", N, N),

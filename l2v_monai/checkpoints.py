@@ -42,6 +42,7 @@ __all__ = [
     "EpochCheckpointSaver",
     "BestModelSaver",
     "BestMetricState",
+    "GradScalerState",
     "RNGState",
     "prepare_checkpoint_dir",
 ]
@@ -232,6 +233,29 @@ class BestMetricState:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.evaluator.state.best_metric = float(state_dict["best_metric"])
         self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+
+
+class GradScalerState:
+    """The trainer's AMP ``GradScaler`` (loss scale and growth tracker), as a checkpointable object.
+
+    Without it a resumed AMP run restarts from the initial scale and skips optimizer steps until
+    the scale has come down again. Without AMP (``trainer.scaler`` is None) it saves ``{}``.
+    """
+
+    def __init__(self, trainer: Engine) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        scaler = getattr(self.trainer, "scaler", None)
+        return dict(scaler.state_dict()) if scaler is not None else {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        scaler = getattr(self.trainer, "scaler", None)
+        if scaler is not None and state_dict:
+            scaler.load_state_dict(dict(state_dict))
+        elif scaler is not None or state_dict:
+            logger.warning("resume: AMP was %s when the checkpoint was saved and is %s now; the loss scale restarts",
+                           "on" if state_dict else "off", "on" if scaler is not None else "off")
 
 
 class RNGState:

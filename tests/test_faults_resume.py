@@ -372,3 +372,17 @@ def test_epoch_loss_means_average_the_loss_terms() -> None:
     engine.run(outputs, max_epochs=1)
     assert engine.state.metrics == {"epoch_train_loss": 2.0, "epoch_train_model_loss": 1.0}
     assert Events.EPOCH_COMPLETED in engine._event_handlers
+
+
+def test_grad_scaler_state_restores_the_amp_loss_scale(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from l2v_monai.checkpoints import AtomicDiskSaver, GradScalerState
+
+    before = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", init_scale=8.0))
+    before.scaler.scale(torch.tensor(1.0))  # the scale exists once a loss was scaled
+    AtomicDiskSaver(tmp_path, filename="scaler.pt")(GradScalerState(before).state_dict())
+    after = SimpleNamespace(scaler=torch.amp.GradScaler("cpu"))  # a resumed run starts at 65536
+    GradScalerState(after).load_state_dict(torch.load(tmp_path / "scaler.pt", weights_only=True))
+    assert after.scaler.get_scale() == 8.0
+    assert GradScalerState(SimpleNamespace(scaler=None)).state_dict() == {}  # no AMP on the CPU

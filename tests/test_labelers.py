@@ -52,6 +52,7 @@ SENTENCES: list[tuple[str, str, Assertion, Assertion]] = [
     ("No effusion but there is left basilar atelectasis.", "Atelectasis", P, P),
     ("No effusion but there is left basilar atelectasis.", "Pleural Effusion", N, N),
     ("No change in the right pleural effusion.", "Pleural Effusion", P, P),
+    ("No new focal consolidation.", "Consolidation", N, N),
     # positive
     ("There is a small left pleural effusion.", "Pleural Effusion", P, P),
     ("Blunting of the left costophrenic angle.", "Pleural Effusion", P, P),

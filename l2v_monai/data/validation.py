@@ -3,9 +3,10 @@
 A bad item found by the data loader costs a cache build, or a whole training epoch when it sits in
 the validation split; a duplicated item, an overlap between training and validation or a
 validation split whose findings all have one class costs nothing visible and spoils the run
-silently. ``check_datalist`` looks for all of these in seconds (4.5 s for 372k MIMIC-size items on a
-shared 2-core CPU: ``scripts/bench_datalist_check.py``) and raises one ``DatalistCheckError`` that lists every problem at once, grouped by
-kind, naming each item by split, index and image path (never by its report text).
+silently. ``check_datalist`` looks for all of these in seconds (4.5 s for 372k MIMIC-size items
+on a shared 2-core CPU: ``scripts/bench_datalist_check.py``) and raises one ``DatalistCheckError``
+that lists every problem at once, grouped by kind, naming each item by split, index and image
+path (never by its report text).
 
 What is checked, per split:
 

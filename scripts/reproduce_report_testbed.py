@@ -31,6 +31,7 @@ from l2v_monai.data.report_testbed import (
     ModelSettings,
     ReportCorpus,
     default_cache_dir,
+    label_sets_digest,
     load_openi_corpus,
     make_synthetic_corpus,
     run_fold,
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of --reports: N tiny seeded synthetic reports (for tests)")
     p.add_argument("--label-source", choices=["labelers", "synthetic"], default="labelers",
                    help="label sets from the project's labelers (default) or seeded noisy copies of MeSH (harness checks)")
+    p.add_argument("--label-sets", type=Path, default=None,
+                   help="pin the label sets: read them from this .npz, or label once and write it (share it between split runs)")
     p.add_argument("--cache", type=Path, default=None, help=f"cache for label sets and embeddings (default {default_cache_dir()})")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -156,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.collect:
             data = json.loads(path.read_text())
             meta = meta or data["meta"]
+            if data["meta"].get("label_sets_digest") != meta.get("label_sets_digest"):
+                p.error(f"{path} was trained on other label sets than {args.collect[0]} (digest "
+                        f"{data['meta'].get('label_sets_digest')} vs {meta.get('label_sets_digest')}): rerun with one --label-sets file")
             for method, results in data["runs"].items():
                 runs.setdefault(method, []).extend(results)
     else:
@@ -164,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.reports is None:
             p.error("give --reports (the OpenI archive), --synthetic N or --collect")
         else:
-            corpus = load_openi_corpus(args.reports, args.cache, label_source=args.label_source)
+            corpus = load_openi_corpus(args.reports, args.cache, label_source=args.label_source, label_file=args.label_sets)
         sets = np.asarray(corpus.label_sets)
         disagree = float((np.nanmax(sets, axis=1) != np.nanmin(sets, axis=1)).any(axis=1).mean())
         meta = {"reports": len(corpus.texts), "excluded": corpus.excluded, "label_sets": corpus.set_names,
                 "label_source": "synthetic corpus" if args.synthetic else args.label_source,
                 "findings": corpus.findings, "folds": args.folds, "settings": asdict(settings),
-                "reports_where_sets_disagree": disagree}
+                "reports_where_sets_disagree": disagree, "label_sets_digest": label_sets_digest(sets)}
         for method in args.methods:
             for seed in args.seeds:
                 runs.setdefault(method, []).extend(run(corpus, method, seed, args.folds, settings, args.cache))

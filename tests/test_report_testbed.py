@@ -11,17 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2v_monai.findings import CHEXPERT_FINDINGS
 from l2v_monai.data.report_testbed import (
     ModelSettings,
     ReportCorpus,
     cached_label_sets,
     kfold_indices,
+    label_sets_digest,
     load_openi_corpus,
     make_synthetic_corpus,
+    read_label_sets,
     run_fold,
     synthetic_label_sets,
+    write_label_sets,
 )
+from l2v_monai.findings import CHEXPERT_FINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "openi-reports" / "NLMCXR_reports.tgz"
@@ -72,6 +75,16 @@ def test_label_sets_are_cached_by_text(tmp_path: Path) -> None:
         cached_label_sets(["x", "y"], tmp_path / "other", short, version="v1")
 
 
+def test_pinned_label_sets_belong_to_their_texts(tmp_path: Path) -> None:
+    labels = np.random.default_rng(0).integers(0, 2, (2, 4, 3)).astype(np.float32)
+    path = write_label_sets(tmp_path / "pinned.npz", ["a.", "b."], labels, ["w", "x", "y", "z"])
+    back, names = read_label_sets(path, ["a.", "b."])
+    assert np.array_equal(back, labels) and names == ["w", "x", "y", "z"]
+    assert label_sets_digest(back) == label_sets_digest(labels) != label_sets_digest(1 - labels)
+    with pytest.raises(ValueError, match="pinned.npz: label sets made from other report texts"):
+        read_label_sets(path, ["a.", "c."])
+
+
 def test_corpus_parts_must_agree() -> None:
     with pytest.raises(ValueError, match="disagree"):
         ReportCorpus(["a"], ["t", "u"], np.zeros((2, 4, 3)), list("abcd"), np.zeros((2, 3)), list("xyz"))
@@ -115,6 +128,13 @@ def test_script_runs_rows_and_collects_them(tmp_path: Path) -> None:
     assert re.search(r"\(`cm`\) \| [0-9.]+ \| [0-9.]+ \| [+-][0-9.]+ \([012]/2\)", text), text
     merged = json.loads(out.with_suffix(".json").read_text())
     assert set(merged["runs"]) == {"mv_ties1", "cm"}
+    # Runs trained on other label sets (e.g. the labelers changed in between) are never merged.
+    data["meta"]["label_sets_digest"] = "0" * 16
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    failed = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_report_testbed.py"), "--collect",
+                             str(tmp_path / "mv_ties1.json"), str(tmp_path / "other.json"), "--out", str(tmp_path / "x.md")],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "other label sets" in failed.stderr
 
 
 @pytest.mark.skipif(not ARCHIVE.is_file(), reason="needs the OpenI report archive")

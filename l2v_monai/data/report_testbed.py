@@ -118,17 +118,41 @@ def cached_label_sets(
         version = version or _labelers_version()
     path = Path(cache_dir) / f"report_label_sets_{_fingerprint(texts, version or 'custom')}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            return data["labels"].astype(np.float32), [str(x) for x in data["names"]]
+        return read_label_sets(path, texts)
     labels, names = compute(texts)
     labels = np.asarray(labels, dtype=np.float32)
     if labels.shape[0] != len(texts):
         raise ValueError(f"the labelers returned {labels.shape[0]} rows for {len(texts)} reports")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, labels=labels, names=np.array(names))
-    tmp.replace(path)
+    write_label_sets(path, texts, labels, names)
     return labels, list(names)
+
+
+def write_label_sets(path: str | Path, texts: Sequence[str], labels: np.ndarray, names: Sequence[str]) -> Path:
+    """Save label sets with a fingerprint of the texts they were made from (``.npz``, written atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, labels=np.asarray(labels, np.float32), names=np.array(list(names)),
+                        texts=np.array(_fingerprint(texts, "texts")))
+    tmp.replace(path)
+    return path
+
+
+def read_label_sets(path: str | Path, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Label sets saved by :func:`write_label_sets`; an error if they were made from other texts."""
+    with np.load(path, allow_pickle=False) as data:
+        labels, names = data["labels"].astype(np.float32), [str(x) for x in data["names"]]
+        made_from = str(data["texts"]) if "texts" in data else None
+    if made_from is None:
+        raise ValueError(f"{path}: no fingerprint of the texts it was made from; label the reports again")
+    if made_from != _fingerprint(texts, "texts") or labels.shape[0] != len(texts):
+        raise ValueError(f"{path}: label sets made from other report texts ({labels.shape[0]} rows for {len(texts)} reports)")
+    return labels, names
+
+
+def label_sets_digest(labels: np.ndarray) -> str:
+    """A short hash of a label-set array, so that tables merged from several runs can prove they share one."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
 def load_openi_corpus(
@@ -137,6 +161,7 @@ def load_openi_corpus(
     findings: Sequence[str] = CHEXPERT_FINDINGS,
     label_source: str = "labelers",
     seed: int = 0,
+    label_file: str | Path | None = None,
 ) -> ReportCorpus:
     """The OpenI reports with their label sets and MeSH truth.
 
@@ -144,6 +169,8 @@ def load_openi_corpus(
     ``cache_dir``); ``"synthetic"`` draws :func:`synthetic_label_sets` from the truth instead (a
     stand-in for developing the harness, never for reported numbers). Reports whose FINDINGS and
     IMPRESSION are both empty have nothing to label; they are left out and counted in ``excluded``.
+    ``label_file`` pins the label sets: read from it when it exists, else labelled and written
+    there, so that runs split over processes (and over labeler edits) share one set of labels.
     """
     from l2v_monai.data.openi import openi_labels, read_openi_reports
     from l2v_monai.reports import clean_openi_sections
@@ -160,8 +187,12 @@ def load_openi_corpus(
         texts.append(text)
         truth.append(openi_labels(report.major_tags, list(findings), f"{archive} member {report.member}"))
     truth_arr = np.stack(truth).astype(np.float32)
-    if label_source == "labelers":
+    if label_source == "labelers" and label_file is not None and Path(label_file).is_file():
+        labels, names = read_label_sets(label_file, texts)
+    elif label_source == "labelers":
         labels, names = cached_label_sets(texts, Path(cache_dir) if cache_dir else default_cache_dir())
+        if label_file is not None:
+            write_label_sets(label_file, texts, labels, names)
         if list(findings) != list(CHEXPERT_FINDINGS):
             raise ValueError("the labelers give the 14 CheXpert findings; pass findings=CHEXPERT_FINDINGS")
     elif label_source == "synthetic":

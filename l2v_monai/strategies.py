@@ -6,7 +6,8 @@ on which one it runs. Strategies with learnable parameters (the vote head, confu
 expose them through :meth:`Strategy.param_groups`, which the optimizer is built from.
 
 * ``single`` — one named label set.
-* ``majority`` — majority vote; ties broken at random per iteration (as the paper does).
+* ``majority`` — majority vote; ties broken at random per iteration (as the paper does), or set to 1
+  (``ties="positive"``), or left out (``"nan"``).
 * ``mean`` — the soft average of the available label sets.
 * ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit), fitted once before training.
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.

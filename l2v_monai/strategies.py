@@ -234,6 +234,34 @@ class DawidSkene(FittedTargets):
         best = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)]
         return proba.index.to_numpy(), best, proba.to_numpy().max(axis=1) >= min_confidence
 
+    def posterior(self, labels: np.ndarray) -> np.ndarray:
+        """Dawid–Skene's posterior ``P(y = 1)`` per (sample, finding), ``S × N`` (multi-label only).
+
+        A calibrated probability rather than a decision: each set's per-finding sensitivity and
+        specificity, estimated from all the sets together, weigh its vote. NaN only where no set
+        has a label; a finding every set labels alike keeps that label.
+        """
+        if self.multiclass:
+            raise ValueError("dawid_skene_posterior is for multi-label sets; use dawid_skene for one-hot data")
+        labels = np.asarray(labels, dtype=np.float32)
+        s, m, n = labels.shape
+        out = np.full((s, n), np.nan, dtype=np.float32)
+        import pandas as pd
+        from crowdkit.aggregation import DawidSkene as CrowdKitDS
+
+        for j in range(n):
+            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
+            if not len(tasks):
+                continue
+            values = labels[tasks, workers, j].astype(int)
+            if len(np.unique(values)) == 1:
+                out[tasks, j] = values
+                continue
+            df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
+            proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
+            out[proba.index.to_numpy(), j] = proba[1].to_numpy() if 1 in proba.columns else 0.0
+        return out
+
     def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
         """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
         labels = np.asarray(labels, dtype=np.float32)
@@ -352,14 +380,18 @@ def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, mu
 
     ``dawid_skene``: the Dawid–Skene posterior's most likely label where its probability is at
     least ``min_confidence``. ``majority``: the majority label where at least that fraction of
-    the available sets agree (``1.0`` = unanimous).
+    the available sets agree (``1.0`` = unanimous; ``0.5`` = every entry, ties → 1).
+    ``dawid_skene_posterior``: the posterior probability itself on every entry (multi-label;
+    ``min_confidence`` unused), a soft anchor.
     """
     labels = np.asarray(labels, dtype=np.float32)
     s, m, n = labels.shape
     if method == "dawid_skene":
         return DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
+    if method == "dawid_skene_posterior":
+        return DawidSkene(multiclass=multiclass).posterior(labels)
     if method != "majority":
-        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene or majority")
+        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene, dawid_skene_posterior or majority")
     present = ~np.isnan(labels)
     values = np.nan_to_num(labels)
     if multiclass:
@@ -451,6 +483,8 @@ class LearningToVote(Strategy):
             raise ValueError(f"unknown l2v variant {variant!r}; choose one of {self.VARIANTS}")
         if feedback not in v.FEEDBACKS:
             raise ValueError(f"unknown feedback {feedback!r}; choose one of {sorted(v.FEEDBACKS)}")
+        if variant == "paper" and feedback == "none":
+            raise ValueError("the paper variant votes from the virtual steps' feedback alone; feedback='none' is for 'anchored'")
         self.alpha, self.k, self.threshold = alpha, k, threshold
         self.feedback, self.variant, self.vote_lr = feedback, variant, vote_lr
         self.consensus, self.min_confidence, self.meta_step = consensus, min_confidence, meta_step

@@ -204,9 +204,29 @@ def gradient_feedback(
     return torch.stack(out, dim=1)
 
 
+def no_feedback(
+    network: nn.Module,
+    image: torch.Tensor,
+    report_embedding: torch.Tensor | None,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """No virtual step: ``F_m = F`` for every set (``B × M × D``, detached), so ``ΔF_m = 0``.
+
+    For the anchored vote, whose other inputs (the labels, their agreement, the model's and the
+    probe's probability of each set's label) describe the sample without the M extra passes: the
+    ablation that asks whether the virtual step earns its cost.
+    """
+    return features.detach().float().unsqueeze(1).expand(-1, labels.shape[1], -1)
+
+
 FEEDBACKS: dict[str, Callable[..., torch.Tensor]] = {
     "features": feature_feedback,
     "gradients": gradient_feedback,
+    "none": no_feedback,
 }
 
 

@@ -58,6 +58,12 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "l2v_anchored_meta": ("l2v", "cifar10.json", {}, "l2v anchored meta (cifar10.json)"),
     "l2v_probe_soft": ("l2v", "train.json", {}, "l2v anchored probe, soft (train.json default)"),
     "l2v_probe_hard": ("l2v", "train.json", {"refined": "hard"}, "l2v anchored probe, hard"),
+    # Ablations of the vote (issue 11; results/vote_real_labels_dev.md).
+    "l2v_probe_soft_nofb": ("l2v", "train.json", {"feedback": "none"}, "l2v anchored probe, soft, no virtual step"),
+    "l2v_probe_soft_tie1anchor": ("l2v", "train.json", {"min_confidence": 0.5},
+                                  "l2v anchored probe, soft, anchor MV ties → 1 on every entry"),
+    "l2v_probe_soft_dspost": ("l2v", "train.json", {"consensus": "dawid_skene_posterior"},
+                              "l2v anchored probe, soft, anchor Dawid–Skene posterior"),
 }
 REFERENCE = "mv_ties1"
 

@@ -36,6 +36,8 @@ VOTE_SETTINGS: dict[str, tuple[str, dict]] = {
     "l2v": ("l2v", {"l2v": {"variant": "paper"}}),
     "l2v_anchored": ("l2v", {"l2v": {"variant": "anchored"}}),
     "l2v_probe": ("l2v", {"l2v": {"variant": "anchored", "vote_objective": "probe"}}),
+    # The same vote without the virtual steps (ΔF_m = 0): what the M extra passes cost.
+    "l2v_probe_nofb": ("l2v", {"l2v": {"variant": "anchored", "vote_objective": "probe", "feedback": "none"}}),
 }
 
 

@@ -477,6 +477,8 @@ class LearningToVote(Strategy):
         vote_objective: str = "meta",
         target_key: str = "target",
         seed: int = 0,
+        no_finding: int | None = None,
+        no_finding_ignores: Sequence[int] = (),
     ) -> None:
         super().__init__(multiclass)
         if variant not in self.VARIANTS:
@@ -495,6 +497,11 @@ class LearningToVote(Strategy):
             raise ValueError(f"unknown vote_objective {vote_objective!r}; choose one of {self.VOTE_OBJECTIVES}")
         self.vote_objective = vote_objective
         self.target_key = target_key
+        if no_finding is not None and (multiclass or variant != "anchored" or not 0 <= no_finding < num_outputs):
+            raise ValueError(f"no_finding={no_finding!r} needs the anchored variant on multi-label data and an output index "
+                             f"in [0, {num_outputs})")
+        #: "No Finding"'s output index: its refined label is capped by the other findings' (None: off).
+        self.no_finding, self.no_finding_ignores = no_finding, tuple(int(j) for j in no_finding_ignores)
         probe = variant == "anchored" and vote_objective == "probe"
         if variant == "paper":
             self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
@@ -551,6 +558,8 @@ class LearningToVote(Strategy):
             # "hard" takes the vote's decision (argmax, or ȳ ≥ 0.5 per finding): a soft mixture of
             # structured-noise labels teaches the model the noise structure along with the class.
             model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
+            if self.no_finding is not None:
+                model_target = v.no_finding_consistent(model_target, self.no_finding, self.no_finding_ignores)
             model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
             extras = {"model_loss": model_loss.detach()}
             if self.probe is None:

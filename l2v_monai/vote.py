@@ -384,6 +384,22 @@ def harden(ybar: torch.Tensor, multiclass: bool) -> torch.Tensor:
     return (ybar >= 0.5).to(ybar.dtype)
 
 
+def no_finding_consistent(refined: torch.Tensor, no_finding: int, ignore: tuple[int, ...] = ()) -> torch.Tensor:
+    """Cap the refined "No Finding" by the absence of every other finding: ``min(ỹ_nf, 1 − max_j ỹ_j)``.
+
+    Report labelers miss findings far more often than they invent them, and a labeler that misses
+    every finding of a report calls it "No Finding": on that output the error runs the other way
+    (an invented positive). Where the vote keeps any finding, the report is not normal. ``ignore``
+    lists the outputs that do not contradict "No Finding" (CheXpert's Support Devices). Multi-label only.
+    """
+    others = [j for j in range(refined.shape[1]) if j != no_finding and j not in ignore]
+    if not others:
+        return refined
+    out = refined.clone()
+    out[:, no_finding] = torch.minimum(refined[:, no_finding], 1 - refined[:, others].amax(dim=1))
+    return out
+
+
 def soft_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, multiclass: bool) -> torch.Tensor:
     """Soft-target loss: cross-entropy over classes (multi-class) or masked BCE (multi-label)."""
     if multiclass:

@@ -64,8 +64,20 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
                                   "l2v anchored probe, soft, anchor MV ties → 1 on every entry"),
     "l2v_probe_soft_dspost": ("l2v", "train.json", {"consensus": "dawid_skene_posterior"},
                               "l2v anchored probe, soft, anchor Dawid–Skene posterior"),
+    "l2v_probe_hard_nofb": ("l2v", "train.json", {"feedback": "none", "refined": "hard"},
+                            "l2v anchored probe, hard, no virtual step"),
+    "l2v_probe_soft_nofb_slowvote": ("l2v", "train.json", {"feedback": "none", "vote_lr": None},
+                                     "l2v anchored probe, soft, no virtual step, vote at the model's rate (10× slower)"),
+    # Refined "No Finding" capped by the other findings (8 = No Finding, 13 = Support Devices in CheXpert order).
+    "l2v_probe_soft_nofb_nfcap": ("l2v", "train.json", {"feedback": "none", "no_finding": 8, "no_finding_ignores": [13]},
+                                  "l2v anchored probe, soft, no virtual step, No Finding capped by the other findings"),
 }
 REFERENCE = "mv_ties1"
+FEATURES = {
+    "tfidf": "TF-IDF (≤ {max_features} word 1–2-grams)",
+    "minilm": "the 384-d MiniLM sentence embedding",
+    "both": "TF-IDF (≤ {max_features} word 1–2-grams) with the 384-d MiniLM sentence embedding",
+}
 
 
 def strategy_options(method: str, seed: int) -> tuple[str, dict[str, Any]]:
@@ -192,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"Real-report testbed: {meta['reports']} OpenI reports (left out: {excluded}), label sets "
         f"{', '.join(meta['label_sets'])} ({meta['label_source']}; the four sets disagree on at least one finding in "
-        f"{100 * meta['reports_where_sets_disagree']:.1f} % of reports), truth = MeSH. {s['features']} "
-        f"(≤ {s['max_features']} word 1–2-grams) → MLP ({s['hidden']} hidden), {s['epochs']} epochs, Adam lr {s['lr']}, "
+        f"{100 * meta['reports_where_sets_disagree']:.1f} % of reports), truth = MeSH. {FEATURES[s['features']].format(**s)} "
+        f"→ MLP ({s['hidden']} hidden), {s['epochs']} epochs, Adam lr {s['lr']}, "
         f"batch {s['batch_size']}; {meta['folds']}-fold CV, seeds {', '.join(map(str, seeds))}, CPU, one thread. "
         "Mean AUC against MeSH over the findings with both classes in the test fold. Produced by:", "", f"    {command}", "",
     ]

@@ -105,3 +105,42 @@ def test_majority_anchor_at_one_half_is_mv_with_ties_to_one() -> None:
     sets = np.array([[[1], [1], [0], [0]], [[1], [0], [0], [0]], [[0], [0], [0], [0]], [[1], [1], [1], [0]]], dtype=np.float32)
     anchor = consensus_targets(sets, "majority", 0.5, False)
     assert anchor[:, 0].tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_no_finding_is_capped_by_the_other_findings() -> None:
+    # Outputs: [finding A, No Finding, Support Devices].
+    refined = torch.tensor([[0.0, 1.0, 1.0], [0.7, 1.0, 0.0], [0.3, 0.5, 1.0], [1.0, 0.0, 0.0]])
+    capped = v.no_finding_consistent(refined, no_finding=1, ignore=(2,))
+    # A device does not make a report abnormal; a kept finding does, by as much as the vote keeps it.
+    assert capped[:, 1].tolist() == pytest.approx([1.0, 0.3, 0.5, 0.0])
+    assert torch.equal(capped[:, [0, 2]], refined[:, [0, 2]])
+
+
+def test_no_finding_cap_is_in_the_target_the_model_trained_toward() -> None:
+    torch.manual_seed(0)
+    sets, _ = _report_like_sets(64)
+    # Output 1 plays "No Finding": the sets call it normal where they saw nothing in output 0.
+    sets[:, :, 1] = 1 - sets[:, :, 0]
+    sets[:8, 2:, 1] = 1.0  # labeler b misses finding 0 on eight reports and calls them normal
+    sets[:8, 2:, 0] = 0.0
+    sets[:8, :2, 0] = 1.0
+    sets[:8, :2, 1] = 0.0
+    net = TinyNet(num_outputs=2)
+    kwargs = dict(num_sets=4, feature_dim=net.num_features, num_outputs=2, variant="anchored", vote_objective="probe",
+                  consensus="majority", min_confidence=1.0, refined="soft", feedback="none")
+    capped = LearningToVote(**kwargs, no_finding=1)
+    items = attach_targets([{"labels": s} for s in sets], capped)
+    image = torch.rand(64, 1, 6, 6)
+    features = net.features(image)
+    logits = net.head(features)
+    batch = {"image": image, "labels": torch.from_numpy(sets), "target": torch.from_numpy(np.stack([it["target"] for it in items]))}
+    out = capped(batch, logits, features, net)
+    assert torch.all(out.target[:, 1] <= 1 - out.target[:, 0] + 1e-6)
+    assert torch.allclose(out.extras["model_loss"], v.masked_bce(logits, out.target), atol=1e-6)
+    # On the contested reports the uncapped vote leaves "No Finding" above what finding 0 allows.
+    plain = LearningToVote(**kwargs)
+    plain.load_state_dict(capped.state_dict())
+    uncapped = plain(batch, logits, features, net).target
+    assert (uncapped[:8, 1] > 1 - uncapped[:8, 0] + 1e-3).any()
+    with pytest.raises(ValueError, match="no_finding"):
+        LearningToVote(num_sets=4, feature_dim=4, num_outputs=2, variant="paper", no_finding=1)

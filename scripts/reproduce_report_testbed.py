@@ -71,6 +71,10 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     # Refined "No Finding" capped by the other findings (8 = No Finding, 13 = Support Devices in CheXpert order).
     "l2v_probe_soft_nofb_nfcap": ("l2v", "train.json", {"feedback": "none", "no_finding": 8, "no_finding_ignores": [13]},
                                   "l2v anchored probe, soft, no virtual step, No Finding capped by the other findings"),
+    # One setting for both configs: cifar10.json's anchor (confident Dawid–Skene, hard labels) with the probe objective.
+    "l2v_probe_ds_hard_nofb": ("l2v", "train.json", {"feedback": "none", "consensus": "dawid_skene", "min_confidence": 0.9,
+                                                     "refined": "hard"},
+                               "l2v anchored probe, confident Dawid–Skene anchor, hard, no virtual step"),
 }
 REFERENCE = "mv_ties1"
 FEATURES = {

@@ -18,7 +18,7 @@ expose them through :meth:`Strategy.param_groups`, which the optimizer is built 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -223,16 +223,34 @@ class DawidSkene(FittedTargets):
         super().__init__(multiclass, target_key)
         self.n_iter = n_iter
 
-    def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray, min_confidence: float):
-        """Fit Dawid–Skene on ``(task, worker, label)`` triples; return the tasks, their most likely
-        label and a mask of the tasks whose posterior reaches ``min_confidence``."""
+    def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fit Dawid–Skene on ``(task, worker, label)`` triples; return the fitted tasks, the label
+        values (columns) and the posterior, ``tasks × values``."""
         import pandas as pd
         from crowdkit.aggregation import DawidSkene as CrowdKitDS
 
         df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
         proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
-        best = proba.columns.to_numpy().astype(int)[proba.to_numpy().argmax(axis=1)]
-        return proba.index.to_numpy(), best, proba.to_numpy().max(axis=1) >= min_confidence
+        return proba.index.to_numpy(), proba.columns.to_numpy().astype(int), proba.to_numpy()
+
+    def _per_finding(self, labels: np.ndarray, read: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """Fit each finding of multi-label sets on its own; ``read(values, posterior)`` gives the output
+        per fitted task. ``S × N``, NaN where no set has a label; a finding every set labels alike keeps
+        that label (Dawid–Skene has nothing to estimate there)."""
+        labels = np.asarray(labels, dtype=np.float32)
+        s, _, n = labels.shape
+        out = np.full((s, n), np.nan, dtype=np.float32)
+        for j in range(n):
+            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
+            if not len(tasks):
+                continue
+            values = labels[tasks, workers, j].astype(int)
+            if len(np.unique(values)) == 1:
+                out[tasks, j] = values
+                continue
+            fitted, classes, proba = self._fit(tasks, workers, values)
+            out[fitted, j] = read(classes, proba)
+        return out
 
     def posterior(self, labels: np.ndarray) -> np.ndarray:
         """Dawid–Skene's posterior ``P(y = 1)`` per (sample, finding), ``S × N`` (multi-label only).
@@ -243,51 +261,32 @@ class DawidSkene(FittedTargets):
         """
         if self.multiclass:
             raise ValueError("dawid_skene_posterior is for multi-label sets; use dawid_skene for one-hot data")
-        labels = np.asarray(labels, dtype=np.float32)
-        s, m, n = labels.shape
-        out = np.full((s, n), np.nan, dtype=np.float32)
-        import pandas as pd
-        from crowdkit.aggregation import DawidSkene as CrowdKitDS
-
-        for j in range(n):
-            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
-            if not len(tasks):
-                continue
-            values = labels[tasks, workers, j].astype(int)
-            if len(np.unique(values)) == 1:
-                out[tasks, j] = values
-                continue
-            df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
-            proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
-            out[proba.index.to_numpy(), j] = proba[1].to_numpy() if 1 in proba.columns else 0.0
-        return out
+        return self._per_finding(
+            labels, lambda classes, proba: proba[:, list(classes).index(1)] if 1 in classes else np.zeros(len(proba))
+        )
 
     def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
         """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
+
+        def decide(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
+            best = classes[proba.argmax(axis=1)]
+            return np.where(proba.max(axis=1) >= min_confidence, best, np.nan)
+
+        if not self.multiclass:
+            return self._per_finding(labels, decide)
         labels = np.asarray(labels, dtype=np.float32)
-        s, m, n = labels.shape
+        s, _, n = labels.shape
         out = np.full((s, n), np.nan, dtype=np.float32)
-        if self.multiclass:
-            # One-hot sets → class index per (task, worker); a missing set has an all-NaN row.
-            tasks, workers = np.nonzero(~np.isnan(labels).any(axis=2))
-            if len(tasks):
-                classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
-                fitted, best, confident = self._fit(tasks, workers, classes, min_confidence)
-                rows = np.eye(n, dtype=np.float32)[best]
-                rows[~confident] = np.nan
-                out[fitted] = rows
-            return out
-        for j in range(n):
-            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
-            if not len(tasks):
-                continue
-            values = labels[tasks, workers, j].astype(int)
-            if len(np.unique(values)) == 1:
-                # Every label agrees: Dawid–Skene has nothing to estimate.
-                out[tasks, j] = values
-                continue
-            fitted, best, confident = self._fit(tasks, workers, values, min_confidence)
-            out[fitted, j] = np.where(confident, best, np.nan)
+        # One-hot sets → class index per (task, worker); a missing set has an all-NaN row.
+        tasks, workers = np.nonzero(~np.isnan(labels).any(axis=2))
+        if len(tasks):
+            classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
+            fitted, values, proba = self._fit(tasks, workers, classes)
+            best = decide(values, proba)
+            rows = np.full((len(fitted), n), np.nan, dtype=np.float32)
+            confident = ~np.isnan(best)
+            rows[confident] = np.eye(n, dtype=np.float32)[best[confident].astype(int)]
+            out[fitted] = rows
         return out
 
 

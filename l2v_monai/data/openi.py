@@ -124,6 +124,17 @@ class OpenIReport:
     major_tags: tuple[str, ...]
     sections: dict[str, str]
 
+    @property
+    def text(self) -> str:
+        """FINDINGS + IMPRESSION, cleaned (:func:`~l2v_monai.reports.clean_openi_sections`); "" when both are empty."""
+        return clean_openi_sections(self.sections)
+
+    def mesh_labels(self, findings: Sequence[str] = CHEXPERT_FINDINGS, archive: str | Path | None = None) -> np.ndarray:
+        """The report's MeSH truth, ``N`` labels (1, 0, NaN = unlabelled), by :func:`openi_labels`;
+        an error names ``archive`` (when given) and the member."""
+        where = f"{archive} member {self.member}" if archive is not None else self.member
+        return openi_labels(self.major_tags, findings, where)
+
 
 def openi_labels(tags: Iterable[str], findings: Sequence[str] = CHEXPERT_FINDINGS, where: str = "report") -> np.ndarray:
     """MeSH major tags of one report → ``N`` labels (1, 0, NaN = unlabelled), per the module docstring."""
@@ -202,7 +213,7 @@ def openi_label_counts(
     reports: Sequence[OpenIReport], findings: Sequence[str] = CHEXPERT_FINDINGS
 ) -> dict[str, dict[str, int]]:
     """Per finding, how many reports are positive, negative and unlabelled."""
-    matrix = np.stack([openi_labels(r.major_tags, findings, r.member) for r in reports])
+    matrix = np.stack([r.mesh_labels(findings) for r in reports])
     return {
         finding: {
             "positive": int((matrix[:, j] == 1.0).sum()),
@@ -246,11 +257,11 @@ def build_openi_datalist(
     items: list[dict[str, Any]] = []
     missing: list[Path] = []
     for report in reports:
-        labels = labels_to_json(openi_labels(report.major_tags, findings, f"{archive} member {report.member}"))
+        labels = labels_to_json(report.mesh_labels(findings, archive))
         if not report.image_ids:
             exclusions.add("report has no parentImage", archive, None, report.member)
             continue
-        text = clean_openi_sections(report.sections) if include_reports else None
+        text = report.text if include_reports else None
         for image_id in report.image_ids:
             image = image_root / f"{image_id}{IMAGE_SUFFIX}"
             if not allow_missing_images and not image.is_file():

@@ -172,20 +172,19 @@ def load_openi_corpus(
     ``label_file`` pins the label sets: read from it when it exists, else labelled and written
     there, so that runs split over processes (and over labeler edits) share one set of labels.
     """
-    from l2v_monai.data.openi import openi_labels, read_openi_reports
-    from l2v_monai.reports import clean_openi_sections
+    from l2v_monai.data.openi import read_openi_reports
 
     reports = read_openi_reports(archive)
     ids, texts, truth = [], [], []
     excluded: dict[str, int] = {}
     for report in reports:
-        text = clean_openi_sections(report.sections)
+        text = report.text
         if not text.strip():
             excluded["no FINDINGS or IMPRESSION text"] = excluded.get("no FINDINGS or IMPRESSION text", 0) + 1
             continue
         ids.append(report.uid)
         texts.append(text)
-        truth.append(openi_labels(report.major_tags, list(findings), f"{archive} member {report.member}"))
+        truth.append(report.mesh_labels(list(findings), archive))
     truth_arr = np.stack(truth).astype(np.float32)
     if label_source == "labelers" and label_file is not None and Path(label_file).is_file():
         labels, names = read_label_sets(label_file, texts)

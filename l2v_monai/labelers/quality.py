@@ -91,13 +91,12 @@ def openi_quality(
     archive: str | Path, labelers: Sequence[str] | None = None, progress: bool = False
 ) -> dict[str, Any]:
     """Label every OpenI report (FINDINGS + IMPRESSION) and compare with its MeSH labels."""
-    from l2v_monai.data.openi import openi_labels, read_openi_reports
+    from l2v_monai.data.openi import read_openi_reports
     from l2v_monai.labelers import LABELERS, label_sets
-    from l2v_monai.reports import clean_openi_sections
 
     reports = read_openi_reports(archive)
-    texts = [clean_openi_sections(report.sections) for report in reports]
-    truth = np.stack([openi_labels(report.major_tags, CHEXPERT_FINDINGS, report.member) for report in reports])
+    texts = [report.text for report in reports]
+    truth = np.stack([report.mesh_labels(CHEXPERT_FINDINGS) for report in reports])
     labels, names = label_sets(texts, tuple(labelers or LABELERS), progress=progress)
     table = quality_table(labels, truth, names)
     table["empty_reports"] = sum(not text for text in texts)

@@ -26,7 +26,7 @@ import numpy as np
 
 from l2v_monai.data.datalist import csv_line, read_csv_table
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import clean_mimic_report, clean_openi_sections
+from l2v_monai.reports import clean_mimic_report
 
 REPORT_SUFFIX = ".txt"
 OPENI_SUFFIXES = (".tgz", ".tar.gz", ".tar")
@@ -100,7 +100,7 @@ def read_openi_archive(archive: str | Path) -> list[LabeledReport]:
     from l2v_monai.data.openi import read_openi_reports
 
     return [
-        LabeledReport(report.uid, clean_openi_sections(report.sections), image_ids=report.image_ids)
+        LabeledReport(report.uid, report.text, image_ids=report.image_ids)
         for report in read_openi_reports(archive)
     ]
 

@@ -42,6 +42,8 @@ __all__ = [
     "STRATEGIES",
     "build_strategy",
     "attach_targets",
+    "majority_vote",
+    "noisy_target",
 ]
 
 
@@ -143,6 +145,23 @@ def majority_vote(
         tie = torch.ones_like(pos)
     out = torch.where(pos > neg, 1.0, torch.where(neg > pos, 0.0, tie))
     return torch.where(mask.sum(dim=1) > 0, out, torch.full_like(out, float("nan")))
+
+
+NOISY_TARGETS = ("majority", "mean")
+
+
+def noisy_target(labels: torch.Tensor, target: str, multiclass: bool = False) -> torch.Tensor:
+    """A deterministic per-item label from noisy sets (``B × M × N`` → ``B × N``), for evaluation.
+
+    ``"majority"``: :func:`majority_vote` with ties left NaN, so only items with a majority are
+    scored; ``"mean"``: the mean of the available sets. Used by the evaluator's batch preparation
+    and by the start-up check that asks whether validation can be scored at all.
+    """
+    if target == "mean":
+        return torch.nanmean(labels, dim=1)
+    if target == "majority":
+        return majority_vote(labels, multiclass, ties="nan")
+    raise ValueError(f"unknown noisy evaluation target {target!r}; choose one of {NOISY_TARGETS}")
 
 
 class SingleLabelSet(Strategy):

@@ -16,7 +16,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn.parallel import DistributedDataParallel
 
-from l2v_monai.strategies import Strategy, majority_vote
+from l2v_monai.strategies import Strategy, noisy_target
 
 __all__ = ["LearningToVoteTrainer", "LabelSetBatch", "unwrap", "to_device"]
 
@@ -173,10 +173,7 @@ class LabelSetBatch:
                     "evaluate on a hand-labelled datalist (scripts/prepare_mimic.py hand-labels, prepare_openi.py)"
                 )
             return batch["label"].float()
-        labels = batch["labels"].float()
-        if self.target == "mean":
-            return torch.nanmean(labels, dim=1)
-        return majority_vote(labels, self.multiclass, ties="nan")
+        return noisy_target(batch["labels"].float(), self.target, self.multiclass)
 
     def __call__(self, batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **_: Any):
         batch = to_device(batchdata, device or "cpu", non_blocking)

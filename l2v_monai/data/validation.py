@@ -478,12 +478,9 @@ def evaluation_targets(values: np.ndarray, target: str) -> np.ndarray:
     """The evaluator's per-item target from the split's labels, exactly as ``LabelSetBatch`` builds it."""
     if target == "clean":
         return values
-    from l2v_monai.strategies import majority_vote  # here: strategies imports this module
+    from l2v_monai.strategies import noisy_target  # here: strategies imports this module
 
-    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    if target == "mean":
-        return torch.nanmean(tensor, dim=1).numpy()
-    return majority_vote(tensor, multiclass=False, ties="nan").numpy()
+    return noisy_target(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), target).numpy()
 
 
 def one_class_findings(targets: np.ndarray, findings: Sequence[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,40 +25,42 @@ def _is_loss_key(key: str) -> bool:
     return key == "loss" or key.endswith("_loss")
 
 
-def loss_terms(output: Any, prefix: str = "train_") -> dict[str, float]:
-    """``{"train_loss": ..., "train_model_loss": ..., ...}`` from a trainer's output dict.
-
-    Takes ``loss`` and every ``*_loss`` entry that holds one number; a decollated output (a list
-    of per-item dicts, each with the batch loss) is read from its first item.
-    """
+def _loss_values(output: Any) -> dict[str, Any]:
+    """``loss`` and every one-number ``*_loss`` entry of a trainer's output, as they are (tensors stay on
+    their device); a decollated output (a list of per-item dicts, each with the batch loss) is read
+    from its first item."""
     if isinstance(output, (list, tuple)):
         output = output[0] if output else {}
     if not isinstance(output, Mapping):
         return {}
-    terms: dict[str, float] = {}
+    values: dict[str, Any] = {}
     for key, value in output.items():
         if not (isinstance(key, str) and _is_loss_key(key)):
             continue
         if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                continue
-            value = value.detach().float().item()
-        if isinstance(value, (int, float)):
-            terms[f"{prefix}{key}"] = float(value)
-    return terms
+            if value.numel() == 1:
+                values[key] = value.detach().float().reshape(())
+        elif isinstance(value, (int, float)):
+            values[key] = float(value)
+    return values
+
+
+def loss_terms(output: Any, prefix: str = "train_") -> dict[str, float]:
+    """``{"train_loss": ..., "train_model_loss": ..., ...}`` from a trainer's output dict (see :func:`_loss_values`)."""
+    return {f"{prefix}{key}": float(value) for key, value in _loss_values(output).items()}
 
 
 class EpochLossMeans:
-    """Mean of each :func:`loss_terms` entry over an epoch, stored as ``engine.state.metrics["epoch_<name>"]``.
+    """Mean of each loss term (``loss``, ``*_loss``) over an epoch, stored as ``engine.state.metrics["epoch_train_<name>"]``.
 
     Put it in the trainer's handlers before ``StatsHandler``/``TensorBoardStatsHandler`` so their
-    epoch logs include the means. Non-finite losses are counted and reported as NaN, not hidden.
+    epoch logs include the means. The sums stay on the loss's device and are read once per epoch, so
+    the training step never waits for the GPU here. Non-finite losses are reported as NaN, not hidden.
     """
 
-    def __init__(self, output_transform: Callable[[Any], Mapping[str, float]] = loss_terms, prefix: str = "epoch_") -> None:
-        self.output_transform = output_transform
+    def __init__(self, prefix: str = "epoch_train_") -> None:
         self.prefix = prefix
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
     def attach(self, engine: Engine) -> None:
@@ -70,13 +72,13 @@ class EpochLossMeans:
         self.sums, self.counts = {}, {}
 
     def update(self, engine: Engine) -> None:
-        for name, value in self.output_transform(engine.state.output).items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
+        for name, value in _loss_values(engine.state.output).items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
             self.counts[name] = self.counts.get(name, 0) + 1
 
     def completed(self, engine: Engine) -> None:
         for name, total in self.sums.items():
-            mean = total / self.counts[name]
+            mean = float(total) / self.counts[name]
             engine.state.metrics[f"{self.prefix}{name}"] = mean if math.isfinite(mean) else float("nan")
 
 

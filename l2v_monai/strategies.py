@@ -497,6 +497,7 @@ class LearningToVote(Strategy):
         seed: int = 0,
         no_finding: int | None = None,
         no_finding_ignores: Sequence[int] = (),
+        inputs: Sequence[str] = v.VOTE_INPUTS,
     ) -> None:
         super().__init__(multiclass)
         if variant not in self.VARIANTS:
@@ -525,7 +526,10 @@ class LearningToVote(Strategy):
             self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
         else:
             per_output = 1 if multiclass else num_outputs
-            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe), per_output, hidden)
+            #: Which parts of (sample, set) the vote reads (:data:`~l2v_monai.vote.VOTE_INPUTS`); ablations drop some.
+            self.inputs = v.check_inputs(inputs)
+            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe, self.inputs),
+                                    per_output, hidden)
         # A module attribute, so it is checkpointed with the vote and trained at the vote's rate.
         self.probe = v.AnchorProbe(feature_dim, num_outputs) if probe else None
         self.generator = torch.Generator().manual_seed(seed)
@@ -568,7 +572,7 @@ class LearningToVote(Strategy):
             set_mask = mask[..., :1] if self.multiclass else mask
             anchor = batch[self.target_key].float()
             probe_logits = self.probe(features) if self.probe is not None else None
-            descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits)
+            descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits, self.inputs)
             weights = self.head(descriptors, set_mask)
             weights = weights[..., 0] if self.multiclass else weights
             ybar, valid = v.vote(weights, labels)

@@ -13,11 +13,16 @@ The pieces, in the order Algorithm 1 uses them:
 * :func:`vote` — Eq. 3 first half: ``ȳ = Σ_m w_m y_m``, renormalised over the sets that have a value.
 * :func:`binarize` — Eq. 3: ``ỹ = sigmoid(k (ȳ − T))``.
 * :func:`masked_bce` — the loss ``L_C`` of §3.1, averaged over observed entries.
+
+The anchored vote (the bundle's default, ``variant="anchored"``) reuses :func:`vote` and adds
+:func:`set_descriptors` (what the vote reads per sample and set), :class:`SetScorer` (the
+per-finding attention), :class:`AnchorProbe` with :func:`anchor_agreement_loss` (the ``probe``
+objective) or :func:`head_meta_loss` (the ``meta`` objective), and :func:`harden`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -33,6 +38,17 @@ __all__ = [
     "FeatureView",
     "virtual_step_feedback",
     "FEEDBACKS",
+    "VOTE_INPUTS",
+    "check_inputs",
+    "set_descriptors",
+    "descriptor_dim",
+    "SetScorer",
+    "AnchorProbe",
+    "anchor_agreement_loss",
+    "harden",
+    "no_finding_consistent",
+    "soft_loss",
+    "head_meta_loss",
 ]
 
 
@@ -274,6 +290,17 @@ def label_probability(logits: torch.Tensor, values: torch.Tensor, multiclass: bo
     return values * p + (1 - values) * (1 - p)
 
 
+#: The parts of the vote's input per (sample, label set), in order; ``inputs`` picks a subset (ablations).
+VOTE_INPUTS: tuple[str, ...] = ("features", "feedback", "labels", "agreement", "model", "probe", "set")
+
+
+def check_inputs(inputs: Sequence[str]) -> tuple[str, ...]:
+    unknown = [x for x in inputs if x not in VOTE_INPUTS]
+    if unknown or not inputs:
+        raise ValueError(f"vote inputs must be a non-empty subset of {VOTE_INPUTS}, got {list(inputs)!r}")
+    return tuple(x for x in VOTE_INPUTS if x in inputs)
+
+
 def set_descriptors(
     features: torch.Tensor,
     feedback: torch.Tensor,
@@ -281,34 +308,44 @@ def set_descriptors(
     logits: torch.Tensor,
     multiclass: bool,
     probe_logits: torch.Tensor | None = None,
+    inputs: Sequence[str] = VOTE_INPUTS,
 ) -> torch.Tensor:
     """Per (sample, label set) attention input, ``B × M × E`` (all detached).
 
-    ``[F̂, ΔF̂_m, y_m, agreement_m, p(y_m), onehot(m)]`` where hats are unit-normalised, the
-    agreement is the fraction of the *other* sets that give the same label, and ``p(y_m)`` the
-    current model's probability of the set's label. With ``probe_logits`` (an
-    :class:`AnchorProbe`'s output) ``q(y_m)``, the probe's probability of the set's label, is
-    appended. Missing labels contribute zeros.
+    ``[F̂, ΔF̂_m, y_m, agreement_m, p(y_m), q(y_m), onehot(m)]`` where hats are unit-normalised, the
+    agreement is the fraction of the *other* sets that give the same label, ``p(y_m)`` the
+    current model's probability of the set's label and ``q(y_m)`` the
+    :class:`AnchorProbe`'s (only with ``probe_logits``). ``inputs`` keeps a subset of
+    :data:`VOTE_INPUTS` (the ablations of ``docs/vote.md``). Missing labels contribute zeros.
     """
+    inputs = check_inputs(inputs)
     b, m, _ = labels.shape
     values, mask = split_labels(labels)
-    f = _unit(features.detach().float()).unsqueeze(1).expand(b, m, -1)
-    df = _unit(feedback.float() - features.detach().float().unsqueeze(1))
-    if multiclass:
-        same = torch.einsum("bik,bjk->bij", values, values)  # 1 where sets i and j give the same class
-        present = mask[..., 0]
-        others = present.unsqueeze(1) * (1 - torch.eye(m, device=labels.device))
-        agree = ((same * others).sum(-1) / others.sum(-1).clamp_min(1)).unsqueeze(-1)
-    else:
-        same = 1 - (values.unsqueeze(2) - values.unsqueeze(1)).abs()  # B × M × M × N
-        others = mask.unsqueeze(1) * (1 - torch.eye(m, device=labels.device)).view(1, m, m, 1)
-        agree = (same * others).sum(2) / others.sum(2).clamp_min(1)
     present = mask if not multiclass else mask[..., :1]
-    per_set = [agree, label_probability(logits, values, multiclass)]
-    if probe_logits is not None:
-        per_set.append(label_probability(probe_logits, values, multiclass))
-    ident = torch.eye(m, device=labels.device).expand(b, m, m)
-    return torch.cat([f, df, values, *(x * present for x in per_set), ident], dim=-1)
+    parts: list[torch.Tensor] = []
+    if "features" in inputs:
+        parts.append(_unit(features.detach().float()).unsqueeze(1).expand(b, m, -1))
+    if "feedback" in inputs:
+        parts.append(_unit(feedback.float() - features.detach().float().unsqueeze(1)))
+    if "labels" in inputs:
+        parts.append(values)
+    if "agreement" in inputs:
+        if multiclass:
+            same = torch.einsum("bik,bjk->bij", values, values)  # 1 where sets i and j give the same class
+            others = mask[..., 0].unsqueeze(1) * (1 - torch.eye(m, device=labels.device))
+            agree = ((same * others).sum(-1) / others.sum(-1).clamp_min(1)).unsqueeze(-1)
+        else:
+            same = 1 - (values.unsqueeze(2) - values.unsqueeze(1)).abs()  # B × M × M × N
+            others = mask.unsqueeze(1) * (1 - torch.eye(m, device=labels.device)).view(1, m, m, 1)
+            agree = (same * others).sum(2) / others.sum(2).clamp_min(1)
+        parts.append(agree * present)
+    if "model" in inputs:
+        parts.append(label_probability(logits, values, multiclass) * present)
+    if "probe" in inputs and probe_logits is not None:
+        parts.append(label_probability(probe_logits, values, multiclass) * present)
+    if "set" in inputs:
+        parts.append(torch.eye(m, device=labels.device).expand(b, m, m))
+    return torch.cat(parts, dim=-1)
 
 
 class SetScorer(nn.Module):
@@ -329,10 +366,20 @@ class SetScorer(nn.Module):
         return torch.softmax(scores, dim=1)
 
 
-def descriptor_dim(feature_dim: int, num_sets: int, num_outputs: int, multiclass: bool, probe: bool = False) -> int:
-    """Width of :func:`set_descriptors`' output."""
+def descriptor_dim(
+    feature_dim: int,
+    num_sets: int,
+    num_outputs: int,
+    multiclass: bool,
+    probe: bool = False,
+    inputs: Sequence[str] = VOTE_INPUTS,
+) -> int:
+    """Width of :func:`set_descriptors`' output for the same ``inputs``."""
+    inputs = check_inputs(inputs)
     per_finding = 1 if multiclass else num_outputs
-    return 2 * feature_dim + num_outputs + (3 if probe else 2) * per_finding + num_sets
+    width = {"features": feature_dim, "feedback": feature_dim, "labels": num_outputs, "agreement": per_finding,
+             "model": per_finding, "probe": per_finding if probe else 0, "set": num_sets}
+    return sum(width[x] for x in inputs)
 
 
 class AnchorProbe(nn.Module):

@@ -41,6 +41,17 @@ VOTE_SETTINGS: dict[str, tuple[str, dict]] = {
 }
 
 
+def vote_setting(name: str) -> tuple[str, dict]:
+    """A bench name → (strategy, options); ``l2v_default`` and ``abl_*`` are the bundle's vote and its ablations."""
+    if name in VOTE_SETTINGS:
+        return VOTE_SETTINGS[name]
+    from vote_variants import VARIANTS, variant_options
+
+    if name in VARIANTS:
+        return "l2v", {"l2v": variant_options(name, 0)}
+    return name, {}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", default="small_cnn", choices=["small_cnn", "resnet50"])
@@ -51,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (default: one-hot multi-class)")
     p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v", "l2v_anchored", "l2v_probe"],
                    help="strategy names; l2v is the paper variant, l2v_anchored the anchored one with the bilevel "
-                        "vote objective, l2v_probe the anchored one with the probe objective")
+                        "vote objective, l2v_probe the anchored one with the probe objective, l2v_default the bundle's "
+                        "vote and abl_* its ablations (scripts/vote_variants.py)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.strategies:
         torch.manual_seed(0)
         net = make_network(args.network, 1, args.classes).to(args.device)
-        kind, options = VOTE_SETTINGS.get(name, (name, {}))
+        kind, options = vote_setting(name)
         strategy = build_strategy(kind, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features,
                                   multiclass=not args.multilabel, options=options)
         opt = torch.optim.Adam(strategy.param_groups(net, 1e-3))

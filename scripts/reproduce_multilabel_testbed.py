@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
 
+from vote_variants import VARIANTS, variant_options
+
 from l2v_monai.data.multilabel_testbed import make_multilabel_testbed
 from l2v_monai.evaluation import per_finding_auc
 from l2v_monai.networks import SmallCNN
@@ -40,7 +42,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "cm": ("cm", {"lr": 0.01}),
     # Train only on the unanimous entries: the anchor the probe-trained vote starts from.
     "consensus": ("consensus", {"consensus": "majority", "min_confidence": 1.0}),
-    "l2v_paper": ("l2v", {"variant": "paper"}),
+    "l2v_paper": ("l2v", {"variant": "paper", "feedback": "features"}),
     "l2v_anchored": ("l2v", {"variant": "anchored", "vote_lr": 0.01}),
     # The same, anchored on unanimous labels instead of confident Dawid–Skene.
     "l2v_anchored_unanimous": ("l2v", {"variant": "anchored", "vote_lr": 0.01, "consensus": "majority", "min_confidence": 1.0}),
@@ -54,6 +56,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
                                         "min_confidence": 1.0, "refined": "soft", "feedback": "none"}),
     "l2v_probe_ds_hard_nofb": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "dawid_skene",
                                        "min_confidence": 0.9, "refined": "hard", "feedback": "none"}),
+    # The default vote (train.json's strategy_options#l2v) and its ablations: scripts/vote_variants.py.
+    **{name: ("l2v", None) for name in VARIANTS},
 }
 
 
@@ -70,6 +74,8 @@ def predict(net: torch.nn.Module, items: list[dict]) -> np.ndarray:
 def run(method: str, seed: int, epochs: int, n_train: int) -> dict[str, Any]:
     data = make_multilabel_testbed(n_train=n_train, n_test=2000, seed=seed)
     name, options = METHODS[method]
+    if options is None:
+        options = variant_options(method, seed)
     training = data["training"]
     if method == "truth":
         training = [{**it, "labels": np.stack([it["truth"]] * 4)} for it in training]

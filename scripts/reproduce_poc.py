@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monai.bundle import ConfigParser
+from vote_variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bundle" / "configs" / "cifar10.json"
@@ -36,11 +37,18 @@ METHODS: dict[str, dict[str, Any]] = {
     "mean": {"label_strategy": "mean"},
     "dawid_skene": {"label_strategy": "dawid_skene"},
     "cm": {"label_strategy": "cm"},
-    "l2v_paper": {"label_strategy": "l2v", "strategy_options#l2v#variant": "paper", "strategy_options#l2v#vote_lr": None},
+    "l2v_paper": {"label_strategy": "l2v", "strategy_options#l2v#variant": "paper", "strategy_options#l2v#vote_lr": None,
+                  "strategy_options#l2v#feedback": "features"},
     # The anchored variant at the network's learning rate for the vote and at 10x; which one to
     # report is decided on the noisy validation split (see the table's validation column).
-    "l2v_anchored": {"label_strategy": "l2v", "strategy_options#l2v#variant": "anchored", "strategy_options#l2v#vote_lr": 0.01},
-    "l2v_anchored_vote_lr_1e-3": {"label_strategy": "l2v", "strategy_options#l2v#variant": "anchored", "strategy_options#l2v#vote_lr": None},
+    # (The previous release's cifar10.json vote: meta objective, virtual step, hard labels.)
+    "l2v_anchored": {"label_strategy": "l2v", "strategy_options#l2v#variant": "anchored", "strategy_options#l2v#vote_lr": 0.01,
+                     "strategy_options#l2v#vote_objective": "meta", "strategy_options#l2v#feedback": "features"},
+    "l2v_anchored_vote_lr_1e-3": {"label_strategy": "l2v", "strategy_options#l2v#variant": "anchored", "strategy_options#l2v#vote_lr": None,
+                                  "strategy_options#l2v#vote_objective": "meta", "strategy_options#l2v#feedback": "features"},
+    # The default vote (cifar10.json's strategy_options#l2v, the same block as train.json's) and its ablations.
+    **{name: {"label_strategy": "l2v", **{f"strategy_options#l2v#{k}": v for k, v in changes.items()}}
+       for name, (changes, _) in VARIANTS.items() if name != "abl_anchor_ds_posterior"},
 }
 
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vote_variants import VARIANTS
+
 from l2v_monai.data.report_testbed import (
     ModelSettings,
     ReportCorpus,
@@ -41,6 +43,10 @@ from l2v_monai.data.report_testbed import (
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 
+#: The previous release's train.json / cifar10.json votes, spelled out (the configs now hold the issue-11 default).
+_PREV = {"consensus": "majority", "min_confidence": 1.0, "refined": "soft", "feedback": "features"}
+_PREV_CIFAR = {"vote_objective": "meta", "feedback": "features"}
+
 #: method → (strategy, bundle config its options come from, option overrides, description).
 METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "mesh": ("single", "train.json", {"label_set": 0}, "upper bound: trained on MeSH"),
@@ -54,27 +60,30 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "dawid_skene": ("dawid_skene", "train.json", {}, "Dawid–Skene"),
     "cm": ("cm", "train.json", {}, "confusion matrices (Tanno et al.)"),
     "consensus": ("consensus", "train.json", {}, "consensus (unanimous entries only)"),
-    "l2v_paper": ("l2v", "train.json", {"variant": "paper"}, "l2v paper"),
-    "l2v_anchored_meta": ("l2v", "cifar10.json", {}, "l2v anchored meta (cifar10.json)"),
-    "l2v_probe_soft": ("l2v", "train.json", {}, "l2v anchored probe, soft (train.json default)"),
-    "l2v_probe_hard": ("l2v", "train.json", {"refined": "hard"}, "l2v anchored probe, hard"),
-    # Ablations of the vote (issue 11; results/vote_real_labels_dev.md).
-    "l2v_probe_soft_nofb": ("l2v", "train.json", {"feedback": "none"}, "l2v anchored probe, soft, no virtual step"),
-    "l2v_probe_soft_tie1anchor": ("l2v", "train.json", {"min_confidence": 0.5},
+    "l2v_paper": ("l2v", "train.json", {"variant": "paper", "feedback": "features"}, "l2v paper"),
+    # Ablations of the vote made before issue 11 settled the default; each names the options it ran with
+    # in full (the previous train.json vote: unanimous anchor, soft, virtual step), so its meaning is fixed.
+    "l2v_anchored_meta": ("l2v", "cifar10.json", {**_PREV_CIFAR}, "l2v anchored meta (previous cifar10.json)"),
+    "l2v_probe_soft": ("l2v", "train.json", {**_PREV}, "l2v anchored probe, soft (previous train.json default)"),
+    "l2v_probe_hard": ("l2v", "train.json", {**_PREV, "refined": "hard"}, "l2v anchored probe, hard"),
+    "l2v_probe_soft_nofb": ("l2v", "train.json", {**_PREV, "feedback": "none"}, "l2v anchored probe, soft, no virtual step"),
+    "l2v_probe_soft_tie1anchor": ("l2v", "train.json", {**_PREV, "min_confidence": 0.5},
                                   "l2v anchored probe, soft, anchor MV ties → 1 on every entry"),
-    "l2v_probe_soft_dspost": ("l2v", "train.json", {"consensus": "dawid_skene_posterior"},
+    "l2v_probe_soft_dspost": ("l2v", "train.json", {**_PREV, "consensus": "dawid_skene_posterior"},
                               "l2v anchored probe, soft, anchor Dawid–Skene posterior"),
-    "l2v_probe_hard_nofb": ("l2v", "train.json", {"feedback": "none", "refined": "hard"},
+    "l2v_probe_hard_nofb": ("l2v", "train.json", {**_PREV, "feedback": "none", "refined": "hard"},
                             "l2v anchored probe, hard, no virtual step"),
-    "l2v_probe_soft_nofb_slowvote": ("l2v", "train.json", {"feedback": "none", "vote_lr": None},
+    "l2v_probe_soft_nofb_slowvote": ("l2v", "train.json", {**_PREV, "feedback": "none", "vote_lr": None},
                                      "l2v anchored probe, soft, no virtual step, vote at the model's rate (10× slower)"),
     # Refined "No Finding" capped by the other findings (8 = No Finding, 13 = Support Devices in CheXpert order).
-    "l2v_probe_soft_nofb_nfcap": ("l2v", "train.json", {"feedback": "none", "no_finding": 8, "no_finding_ignores": [13]},
+    "l2v_probe_soft_nofb_nfcap": ("l2v", "train.json", {**_PREV, "feedback": "none", "no_finding": 8, "no_finding_ignores": [13]},
                                   "l2v anchored probe, soft, no virtual step, No Finding capped by the other findings"),
-    # One setting for both configs: cifar10.json's anchor (confident Dawid–Skene, hard labels) with the probe objective.
-    "l2v_probe_ds_hard_nofb": ("l2v", "train.json", {"feedback": "none", "consensus": "dawid_skene", "min_confidence": 0.9,
+    # The setting that became the default (confident Dawid–Skene anchor, hard, no virtual step).
+    "l2v_probe_ds_hard_nofb": ("l2v", "train.json", {**_PREV, "feedback": "none", "consensus": "dawid_skene", "min_confidence": 0.9,
                                                      "refined": "hard"},
                                "l2v anchored probe, confident Dawid–Skene anchor, hard, no virtual step"),
+    # The default vote and its ablations (scripts/vote_variants.py).
+    **{name: ("l2v", "train.json", changes, text) for name, (changes, text) in VARIANTS.items()},
 }
 REFERENCE = "mv_ties1"
 FEATURES = {

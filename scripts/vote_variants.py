@@ -29,7 +29,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "abl_no_set": ({"inputs": _without("set")}, "vote input without which set it is"),
     "abl_virtual_step": ({"feedback": "features"}, "with the paper's virtual step per set (ΔF_m in the input)"),
     "abl_anchor_unanimous": ({"consensus": "majority", "min_confidence": 1.0}, "anchor: unanimous entries"),
-    "abl_anchor_ds_0999": ({"min_confidence": 0.999}, "anchor: Dawid–Skene decisions with posterior ≥ 0.999 (not 0.9)"),
+    "abl_anchor_ds_09": ({"min_confidence": 0.9}, "anchor: Dawid–Skene decisions with posterior ≥ 0.9 (not 0.999)"),
     "abl_anchor_ds_09999": ({"min_confidence": 0.9999}, "anchor: Dawid–Skene decisions with posterior ≥ 0.9999"),
     "abl_anchor_ds_posterior": ({"consensus": "dawid_skene_posterior"}, "anchor: Dawid–Skene posterior on every entry"),
     "abl_soft": ({"refined": "soft"}, "soft refined labels (the vote's mixture)"),

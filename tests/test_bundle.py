@@ -108,7 +108,7 @@ def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_pa
     ("majority", "False", []),
     ("l2v", "True", []),
     ("consensus", "True", []),
-    ("l2v", "False", ["--strategy_options#l2v#variant", "paper"]),
+    ("l2v", "False", ["--strategy_options#l2v#variant", "paper", "--strategy_options#l2v#feedback", "features"]),
 ])
 def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str, extra: list[str]) -> None:
     proc = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),

@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"{path} was trained on other label sets than {args.collect[0]} (digest "
                         f"{data['meta'].get('label_sets_digest')} vs {meta.get('label_sets_digest')}): rerun with one --label-sets file")
             for method, results in data["runs"].items():
+                if method in METHODS and METHODS[method][0] != "single":
+                    # Today's name for the row: an older file may call a row "train.json default".
+                    results = [{**r, "label": METHODS[method][3]} for r in results]
                 runs.setdefault(method, []).extend(results)
     else:
         if args.synthetic:

@@ -38,6 +38,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "A_u0": ("single", {"label_set": 0}),
     "A_u1": ("single", {"label_set": 1}),
     "mv": ("majority", {}),
+    "mv_ties1": ("majority", {"ties": "positive"}),
     "dawid_skene": ("dawid_skene", {}),
     "cm": ("cm", {"lr": 0.01}),
     # Train only on the unanimous entries: the anchor the probe-trained vote starts from.

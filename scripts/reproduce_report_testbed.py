@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vote_variants import VARIANTS
+from vote_variants import PREVIOUS_CIFAR10, PREVIOUS_TRAIN, VARIANTS
 
 from l2v_monai.data.report_testbed import (
     ModelSettings,
@@ -43,9 +43,8 @@ from l2v_monai.data.report_testbed import (
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 
-#: The previous release's train.json / cifar10.json votes, spelled out (the configs now hold the issue-11 default).
-_PREV = {"consensus": "majority", "min_confidence": 1.0, "refined": "soft", "feedback": "features"}
-_PREV_CIFAR = {"vote_objective": "meta", "feedback": "features"}
+#: The previous release's train.json / cifar10.json votes (the configs now hold the issue-11 default).
+_PREV, _PREV_CIFAR = PREVIOUS_TRAIN, PREVIOUS_CIFAR10
 
 #: method → (strategy, bundle config its options come from, option overrides, description).
 METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {

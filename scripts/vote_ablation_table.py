@@ -20,19 +20,13 @@ from pathlib import Path
 from vote_variants import VARIANTS
 
 
-def _report(paths: list[Path]) -> dict[str, float]:
+def _means(paths: list[Path], score: str, runs_key: str | None = None) -> dict[str, float]:
+    """Mean ``score`` per method over every row of the given result files (``runs_key``: where they nest)."""
     out: dict[str, list[float]] = {}
     for path in paths:
-        for method, rows in json.loads(path.read_text())["runs"].items():
-            out.setdefault(method, []).extend(r["mean_auc"] for r in rows)
-    return {m: statistics.fmean(v) for m, v in out.items()}
-
-
-def _multilabel(paths: list[Path]) -> dict[str, float]:
-    out: dict[str, list[float]] = {}
-    for path in paths:
-        for method, rows in json.loads(path.read_text()).items():
-            out.setdefault(method, []).extend(r["test_mean_auc"] for r in rows)
+        data = json.loads(path.read_text())
+        for method, rows in (data[runs_key] if runs_key else data).items():
+            out.setdefault(method, []).extend(r[score] for r in rows)
     return {m: statistics.fmean(v) for m, v in out.items()}
 
 
@@ -56,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poc", nargs="*", type=Path, default=[])
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    report, multilabel = _report(args.report), _multilabel(args.multilabel)
+    report, multilabel = _means(args.report, "mean_auc", "runs"), _means(args.multilabel, "test_mean_auc")
     poc, clean_above = _poc(args.poc)
 
     def cell(scores: dict[str, float], name: str, digits: int) -> str:

@@ -11,6 +11,7 @@ from monai.bundle import ConfigParser
 
 from l2v_monai import vote as v
 from l2v_monai.strategies import LearningToVote, attach_targets, build_strategy, consensus_targets
+from test_anchored_vote import _train
 from test_vote_real import CountingNet, _report_like_sets
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
@@ -78,17 +79,7 @@ def test_default_vote_learns_to_follow_its_anchor_on_a_seeded_case() -> None:
     # Images whose brightness encodes the truth (finding 0 → +1, finding 1 → +2), so the probe has something to read.
     level = torch.from_numpy(truth[:, 0] + 2 * truth[:, 1]).view(-1, 1, 1, 1)
     image = level.expand(-1, 1, 6, 6) + 0.1 * torch.rand(256, 1, 6, 6)
-    labels = torch.from_numpy(sets)
-    opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
-    for _ in range(200):
-        idx = torch.randperm(256)[:64]
-        f = net.features(image[idx])
-        out = strategy({"image": image[idx], "labels": labels[idx], "target": anchor[idx]}, net.head(f), f, net)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    f = net.features(image)
-    out = strategy({"image": image, "labels": labels, "target": anchor}, net.head(f), f, net)
+    out = _train(strategy, net, image, torch.from_numpy(sets), anchor)
     has = ~torch.isnan(anchor)
     assert (out.target[has] == anchor[has]).float().mean() > 0.98
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare label strategies on the multi-label testbed with a known truth.
 
-Four label sets (two labelers × uncertain→0/1, see ``l2v_monai.data.multilabel_testbed``), one
+Four label sets (two labelers × uncertain→0/1, see ``l2v_monai.experiments.multilabel_testbed``), one
 SmallCNN, one trainer; only the strategy changes. Reports the test mean AUC against the *truth*
 and, for selection, the mean AUC on the noisy validation split against the noisy majority vote
 (ties left out): the only number a user without clean labels could choose by.
@@ -25,7 +25,7 @@ from monai.data import DataLoader, Dataset
 
 from vote_variants import VARIANTS, variant_options
 
-from l2v_monai.data.multilabel_testbed import make_multilabel_testbed
+from l2v_monai.experiments.multilabel_testbed import make_multilabel_testbed
 from l2v_monai.evaluation import per_finding_auc
 from l2v_monai.networks import SmallCNN
 from l2v_monai.strategies import attach_targets, build_strategy, majority_vote

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare label strategies on real reports: OpenI, four labeler label sets, the MeSH truth.
 
-Each row trains the same small text model (TF-IDF → MLP, see ``l2v_monai.data.report_testbed``)
+Each row trains the same small text model (TF-IDF → MLP, see ``l2v_monai.experiments.report_testbed``)
 through the project's ``build_strategy`` / trainer; only the strategy changes. Strategy options are
 read from the bundle (``train.json``; the anchored meta vote from ``cifar10.json``), with the run's
 seed. Score: k-fold cross-validation, mean AUC against MeSH over the findings with both classes
@@ -29,7 +29,7 @@ import torch
 
 from vote_variants import PREVIOUS_CIFAR10, PREVIOUS_TRAIN, VARIANTS
 
-from l2v_monai.data.report_testbed import (
+from l2v_monai.experiments.report_testbed import (
     ModelSettings,
     ReportCorpus,
     default_cache_dir,

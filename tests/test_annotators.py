@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l2v_monai.annotators import (
+from l2v_monai.experiments.annotators import (
     ANNOTATORS,
     confusion_matrix,
     noise_level,

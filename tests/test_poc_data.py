@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2v_monai.annotators import ANNOTATORS
-from l2v_monai.data.poc import FASHION_MNIST_DIR, load_poc_arrays, make_poc_splits, read_idx, stratified_subset
+from l2v_monai.experiments.annotators import ANNOTATORS
+from l2v_monai.experiments.poc_data import FASHION_MNIST_DIR, load_poc_arrays, make_poc_splits, read_idx, stratified_subset
 
 DIGITS_TRAIN, DIGITS_TEST = 1438, 359  # sklearn's 1797 digits with a fixed 20% stratified hold-out
 

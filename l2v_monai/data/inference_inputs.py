@@ -1,151 +1,24 @@
-"""Inference over a folder or a datalist split that keeps going past unreadable images.
+"""Inference inputs and the unreadable-image handling, re-exported from the bundle's own ``scripts/``.
 
-``inference.json`` lists its images with ``inference_items`` (an empty folder or split is an error,
-not a silent exit 0), decodes them with ``LoadChestXrayd(mark_unreadable=True)`` (a file that
-cannot be decoded becomes a blank stand-in whose metadata says why), and then:
-
-* ``ClassificationSaver`` writes ``predictions.csv`` for the readable images only, through
-  ``readable_meta`` / ``readable_preds``;
-* ``UnreadableImageLog`` writes ``failures.csv`` (``image,reason``; just the header when every
-  image was read) next to it, and ``raise_if_any()``, run after the evaluator, ends the process
-  with ``UnreadableImagesError`` (exit status 1) naming the count and the file.
-
-So one broken file costs its own prediction, never the whole run, and never silently.
+Their home is ``bundle/scripts/inputs.py`` and ``bundle/scripts/postprocessing.py`` (installed as
+``l2v_monai.bundle_scripts``), so that ``inference.json`` needs only the bundle folder; this module
+keeps the library's import path.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-from ignite.engine import Engine, Events
-
-from l2v_monai.data.datalist import read_datalist
-from l2v_monai.data.transforms import UNREADABLE_META_KEY
-
-logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".jpg", ".jpeg", ".png")
-FAILURES_HEADER = ("image", "reason")
-
-
-class NoInputImagesError(FileNotFoundError):
-    """Inference found nothing to predict on."""
-
-
-class UnreadableImagesError(RuntimeError):
-    """Some images could not be read; the others have predictions. Names the count and ``failures.csv``."""
-
-
-def inference_items(dataset_dir: str | Path, datalist: str | Path | None = None, split: str = "test") -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every DICOM/JPEG/PNG directly in ``dataset_dir`` (sorted), or for a datalist split.
-
-    Files with other suffixes are counted in the log, not silently passed over. No image at all
-    raises ``NoInputImagesError`` naming the folder or the datalist and split.
-    """
-    if datalist is not None:
-        items = [{"image": item["image"]} for item in read_datalist(datalist, splits=[split])[split]]
-        if not items:
-            raise NoInputImagesError(f"datalist {datalist}: split {split!r} holds no images to predict on")
-        logger.info("inference on %d images of split %r of %s", len(items), split, datalist)
-        return items
-    folder = Path(dataset_dir)
-    if not folder.is_dir():
-        raise NoInputImagesError(f"image folder {folder} does not exist (set --dataset_dir, or --datalist)")
-    entries = sorted(p for p in folder.iterdir() if p.is_file())
-    images = [str(p) for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
-    others = len(entries) - len(images)
-    if not images:
-        raise NoInputImagesError(
-            f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files"
-            + (f" ({others} other files)" if others else " (it is empty)")
-        )
-    if others:
-        logger.warning("%s: %d files without an image suffix (%s) are not images to predict on",
-                       folder, others, "/".join(IMAGE_SUFFIXES))
-    logger.info("inference on %d images in %s", len(images), folder)
-    return [{"image": path} for path in images]
-
-
-def _unreadable_reason(item: Any) -> str:
-    """The mark ``LoadChestXrayd(mark_unreadable=True)`` left on a decollated item ("" when readable)."""
-    image = item.get("image") if isinstance(item, Mapping) else None
-    meta = getattr(image, "meta", None) or {}
-    return str(meta.get(UNREADABLE_META_KEY, "") or "")
-
-
-def readable_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """``ClassificationSaver.batch_transform``: the image metadata of the readable items of a decollated batch."""
-    return [item["image"].meta for item in batch if not _unreadable_reason(item)]
-
-
-def readable_preds(output: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """``ClassificationSaver.output_transform``: the predictions of the readable items of a decollated output."""
-    return [item["pred"] for item in output if not _unreadable_reason(item)]
-
-
-class UnreadableImageLog:
-    """Ignite handler: collect the unreadable images of an inference run and write ``failures.csv``.
-
-    Attach it before ``ClassificationSaver``: when no image at all was readable it raises at the end
-    of the run (there is nothing to save), otherwise call ``raise_if_any()`` after the run.
-    """
-
-    def __init__(self, output_dir: str | Path, filename: str = "failures.csv") -> None:
-        self.path = Path(output_dir) / filename
-        self.failures: list[tuple[str, str]] = []
-        self.seen = 0
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        # EPOCH_COMPLETED, like ClassificationSaver: attached before it, this runs first (see the class note).
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
-
-    def _reset(self, _engine: Engine) -> None:
-        self.failures, self.seen = [], 0
-
-    def _collect(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        if isinstance(batch, Mapping):  # evaluator run with decollate=False
-            raise TypeError("UnreadableImageLog needs the evaluator's default decollate=True")
-        for item in batch:
-            self.seen += 1
-            reason = _unreadable_reason(item)
-            if reason:
-                self.failures.append((str(item["image"].meta.get("filename_or_obj")), reason))
-
-    def _write(self, _engine: Engine) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temporary, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(FAILURES_HEADER)
-            writer.writerows(self.failures)
-        os.replace(temporary, self.path)
-        for image, reason in self.failures:
-            logger.warning("unreadable, no prediction: %s (%s)", image, reason)
-        if self.seen and len(self.failures) == self.seen:
-            raise UnreadableImagesError(
-                f"none of the {self.seen} images could be read; no predictions were written. "
-                f"Each file and the reason are listed in {self.path}"
-            )
-
-    def raise_if_any(self) -> None:
-        """After the run: raise ``UnreadableImagesError`` when any image was unreadable."""
-        if self.failures:
-            raise UnreadableImagesError(
-                f"{len(self.failures)} of {self.seen} images could not be read and have no prediction; "
-                f"each file and the reason are listed in {self.path}. "
-                f"The other {self.seen - len(self.failures)} have their predictions."
-            )
-
+from l2v_monai.bundle_scripts.inputs import NoInputImagesError, inference_items
+from l2v_monai.bundle_scripts.postprocessing import (
+    FAILURES_HEADER,
+    UnreadableImageLog,
+    UnreadableImagesError,
+    readable_meta,
+    readable_preds,
+)
+from l2v_monai.bundle_scripts.reader import IMAGE_SUFFIXES
 
 __all__ = [
+    "FAILURES_HEADER",
     "IMAGE_SUFFIXES",
     "NoInputImagesError",
     "UnreadableImageLog",

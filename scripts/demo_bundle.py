@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ SMALL = ["--image_size", "64", "--batch_size", "4", "--num_workers", "0"]
 
 def _run(step: str, cmd: list[str], cwd: Path) -> float:
     """Run one workflow step; on failure show its output's tail and stop."""
-    print(f"\n== {step}\n$ (cd {cwd} && {' '.join(cmd)})", flush=True)
+    print(f"\n== {step}\n$ (cd {cwd} && {shlex.join(cmd)})", flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
 
     # 1. Data: a synthetic MIMIC tree (JPEGs and DICOMs of the same pictures), its datalists.
-    tree = make_mimic_tree(data, n_subjects=10, studies_per_subject=2, image_format="both", size=96)
+    tree = make_mimic_tree(data, n_subjects=20, studies_per_subject=2, image_format="both", size=96)
     _run("prepare: training datalist from the CheXpert and NegBio label files",
          [python, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(data), "--out", str(data / "datalist.json")], out)
     datalist = json.loads((data / "datalist.json").read_text())

@@ -255,6 +255,22 @@ def test_utf16_and_gzip_csvs(tmp_path: Path) -> None:
     assert list(read_csv_table(zipped, ["image"]).columns) == ["image", "r1/Edema", "r2/Edema"]
 
 
+def test_csv_cells_are_stripped_text_short_rows_padded_long_rows_named(tmp_path: Path) -> None:
+    # Read with the csv module (the core has no pandas): cells exactly as written, "NA" stays "NA".
+    table = read_csv_table(_manifest(tmp_path, ' image , r1/Edema\n a.png , NA\n\n"b, c.png"\n'), ["image"])
+    assert table.columns == ["image", "r1/Edema"] and len(table) == 2
+    assert table["image"] == ["a.png", "b, c.png"] and table["r1/Edema"] == ["NA", ""]
+    assert table.records() == [{"image": "a.png", "r1/Edema": "NA"}, {"image": "b, c.png", "r1/Edema": ""}]
+    with pytest.raises(KeyError, match=r"no column 'label'; the header has \['image', 'r1/Edema'\]"):
+        table["label"]
+    path = _manifest(tmp_path, "image,r1/Edema\na.png,1\nb.png,0,1\n")
+    with pytest.raises(DatalistSourceError) as caught:
+        read_csv_table(path)
+    assert str(caught.value) == f"{path}, line 3: cannot be read as a CSV file: 3 cells where the header has 2"
+    with pytest.raises(DatalistSourceError, match=r"is empty \(no header line\)"):
+        read_csv_table(_manifest(tmp_path, ""))
+
+
 def test_a_cp1252_report_file_is_named_with_its_manifest_line(tmp_path: Path) -> None:
     (tmp_path / "r.txt").write_bytes("IMPRESSION: épanchement.".encode("cp1252"))
     path = _manifest(tmp_path, "image,report,r1/Edema\na.png,r.txt,1\n")
@@ -350,6 +366,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from l2v_monai.networks import ResNet50Classifier
 
     root = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(ROOT / "bundle" / "scripts", root / "scripts")  # bundle_root holds the bundle's scripts/
     (root / "models").mkdir()
     torch.manual_seed(0)
     torch.save(ResNet50Classifier().state_dict(), root / "models" / "model.pt")
@@ -377,7 +394,7 @@ def test_inference_keeps_going_lists_failures_and_exits_non_zero(model_root: Pat
     assert [(Path(f["image"]).name, f["reason"].split(":")[0]) for f in failures] == [
         ("b.dcm", "malformed DICOM header"), ("d.jpg", "unreadable image (OSError")]
     last = _last_lines(proc, 1)[0]
-    assert last.startswith("l2v_monai.data.inference_inputs.UnreadableImagesError: 2 of 5 images could not be read")
+    assert last.startswith("scripts.postprocessing.UnreadableImagesError: 2 of 5 images could not be read")
     assert str(model_root / "eval" / "failures.csv") in last
     # Every image readable: exit 0 and a failures.csv with its header only.
     for bad in ("b.dcm", "d.jpg"):
@@ -393,6 +410,6 @@ def test_inference_on_an_empty_folder_exits_non_zero(model_root: Path, tmp_path:
     proc = _infer(tmp_path, model_root)
     assert proc.returncode == 1
     assert _last_lines(proc, 1)[0] == (
-        f"l2v_monai.data.inference_inputs.NoInputImagesError: image folder {tmp_path} holds no "
+        f"scripts.inputs.NoInputImagesError: image folder {tmp_path} holds no "
         ".dcm/.dicom/.jpg/.jpeg/.png files (it is empty)"
     )

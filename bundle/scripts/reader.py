@@ -24,6 +24,7 @@ the file path and the failing step only. Needs ``numpy``, ``monai``, ``pydicom``
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from monai.data import ImageReader
+from monai.transforms import Compose, LoadImaged
 from monai.utils import ensure_tuple
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -230,6 +232,30 @@ class ChestXrayReader(ImageReader):
         return pixels, meta
 
 
+def mark_unreadable(transform: Compose) -> Compose:
+    """A copy of ``transform`` whose ``LoadImaged`` steps with a ``ChestXrayReader`` mark unreadable files.
+
+    For the inference run's dataset, whose handlers drop and list the stand-ins. ``preprocessing``
+    itself stays strict: MONAI Label runs it on single images, where a blank stand-in would be a
+    silent wrong answer.
+    """
+    steps, changed = [], False
+    for step in transform.transforms:
+        # LoadImaged keeps its readers on its LoadImage (``_loader``); there is no public accessor.
+        if isinstance(step, LoadImaged) and any(isinstance(r, ChestXrayReader) for r in step._loader.readers):
+            step = copy.deepcopy(step)
+            for reader in step._loader.readers:
+                if isinstance(reader, ChestXrayReader):
+                    reader.mark_unreadable = True
+            changed = True
+        steps.append(step)
+    if not changed:
+        raise ValueError("mark_unreadable: the transform has no LoadImaged step with a ChestXrayReader to change")
+    marked = copy.copy(transform)
+    marked.transforms = tuple(steps)
+    return marked
+
+
 __all__ = [
     "DICOM_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -238,6 +264,7 @@ __all__ = [
     "ChestXrayReader",
     "ImageDecodeError",
     "is_dicom_file",
+    "mark_unreadable",
     "read_chest_xray",
     "read_dicom",
     "read_pil_image",

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # Spellings of split names found in source files → datalist keys (MIMIC writes "train"/"validate").
 SPLIT_ALIASES: dict[str, str] = {
@@ -329,13 +327,75 @@ def _check_delimiter(path: Path, header_line: str) -> None:
         )
 
 
-def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "CSV file") -> pd.DataFrame:
+class CsvTable:
+    """A CSV file's cells as stripped text, column by column (a blank cell is ``""``).
+
+    ``table["image"]`` is that column's cells in file order (the list itself: do not modify it),
+    ``len(table)`` the number of data rows, ``table.columns`` the header, ``table.records()`` one
+    ``{column: cell}`` dict per row. Data row ``i`` sits on file line ``csv_line(i)``.
+    """
+
+    def __init__(self, columns: Sequence[str], cells: Mapping[str, list[str]], rows: int) -> None:
+        self.columns = list(columns)
+        self._cells = dict(cells)
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __contains__(self, column: object) -> bool:
+        return column in self._cells
+
+    def __getitem__(self, column: str) -> list[str]:
+        if column not in self._cells:
+            raise KeyError(f"no column {column!r}; the header has {self.columns}")
+        return self._cells[column]
+
+    def records(self) -> list[dict[str, str]]:
+        """One ``{column: cell}`` dict per data row, in file order."""
+        return [dict(zip(self.columns, row)) for row in zip(*(self._cells[c] for c in self.columns))]
+
+    def renamed(self, names: Mapping[str, str]) -> CsvTable:
+        """A table whose columns ``old`` are called ``names[old]`` (the cells are shared, not copied)."""
+        columns = [names.get(column, column) for column in self.columns]
+        repeated = sorted({column for column in columns if columns.count(column) > 1})
+        if repeated:
+            raise ValueError(f"renaming columns {dict(names)} repeats {repeated}; the header has {self.columns}")
+        return CsvTable(columns, {names.get(c, c): cells for c, cells in self._cells.items()}, self._rows)
+
+
+def _csv_cells(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
+    """The stripped header and the data rows as read; blank lines are skipped, short rows padded with ``""``."""
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+    header: list[str] = []
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if not header:
+                header = [name.strip() for name in row]
+                width = len(header)
+                continue
+            if len(row) > width:
+                raise DatalistSourceError(
+                    path, f"cannot be read as a CSV file: {len(row)} cells where the header has {width}", [reader.line_num]
+                )
+            rows.append(row if len(row) == width else row + [""] * (width - len(row)))
+    except csv.Error as error:
+        raise DatalistSourceError(path, f"cannot be read as a CSV file (csv.Error: {error})", [reader.line_num]) from None
+    return header, rows
+
+
+def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "CSV file") -> CsvTable:
     """Read a CSV (or ``.csv.gz``) with every cell as stripped text (blank = ``""``); check its header.
 
-    The file must be UTF-8 (a byte-order mark is accepted) and comma-separated. Raises
-    ``FileNotFoundError`` naming ``what`` and the path, and ``DatalistSourceError`` for another
-    encoding or delimiter (naming what was found), an unreadable file, repeated column names or
-    missing ``required`` columns.
+    The file must be UTF-8 (a byte-order mark is accepted) and comma-separated. Cells arrive exactly
+    as written: ``""`` is the only blank, so a stray ``NA`` or ``n/a`` is reported as a bad value
+    instead of silently becoming missing. Raises ``FileNotFoundError`` naming ``what`` and the path,
+    and ``DatalistSourceError`` for another encoding or delimiter (naming what was found), an
+    unreadable file, a row with more cells than the header, repeated column names or missing
+    ``required`` columns.
     """
     path = Path(path)
     if not path.is_file():
@@ -345,27 +405,19 @@ def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "
     except (OSError, EOFError) as error:
         raise DatalistSourceError(path, f"cannot be read ({type(error).__name__}: {error})") from None
     text = decode_utf8_text(path, data)
-    first_line = text.split("\n", 1)[0].rstrip("\r")
-    _check_delimiter(path, first_line)
-    try:
-        header = [name.strip() for name in next(csv.reader(io.StringIO(first_line)), [])]
-        # dtype=str + no NA parsing: cells arrive exactly as written, so "" is the only blank and a
-        # stray "NA" or "n/a" is reported as a bad value instead of silently becoming missing.
-        frame = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-        raise DatalistSourceError(path, f"cannot be read as a CSV file ({type(error).__name__}: {error})") from None
+    _check_delimiter(path, text.split("\n", 1)[0].rstrip("\r"))
+    header, rows = _csv_cells(path, text)
     if not header:
         raise DatalistSourceError(path, "is empty (no header line)")
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DatalistSourceError(path, f"column name(s) repeated in the header: {repeated}", [1])
-    frame.columns = header
     missing = [name for name in required if name not in header]
     if missing:
         raise DatalistSourceError(path, f"missing required column(s) {missing}; the header has {header}", [1])
-    return frame.apply(lambda column: column.str.strip())
+    # Stripped column by column: a third faster than cell by cell in each row on MIMIC-sized files.
+    columns = [list(map(str.strip, cells)) for cells in zip(*rows)] if rows else [[] for _ in header]
+    return CsvTable(header, dict(zip(header, columns)), len(rows))
 
 
 def read_datalist(

@@ -176,7 +176,7 @@ def build_manifest_datalist(
         raise DatalistSourceError(path, "has no label columns '<set>/<finding>'", [1])
     set_names = list(groups)
 
-    images = frame["image"].tolist()
+    images = frame["image"]
     blank_images = [csv_line(index) for index, image in enumerate(images) if not image]
     if blank_images:
         raise DatalistSourceError(path, "blank image path", blank_images)
@@ -187,7 +187,7 @@ def build_manifest_datalist(
     for set_index, name in enumerate(set_names):
         for finding_index, finding in enumerate(order):
             column = f"{name}{GROUP_SEPARATOR}{finding}"
-            for index, cell in enumerate(frame[column].tolist()):
+            for index, cell in enumerate(frame[column]):
                 noisy[index, set_index, finding_index] = _parse(
                     cell, path, column, index, (POSITIVE, NEGATIVE, UNCERTAIN)
                 )
@@ -197,12 +197,12 @@ def build_manifest_datalist(
         clean = np.full((len(frame), len(order)), math.nan)
         for finding_index, finding in enumerate(order):
             column = f"{CLEAN_LABEL_GROUP}{GROUP_SEPARATOR}{finding}"
-            for index, cell in enumerate(frame[column].tolist()):
+            for index, cell in enumerate(frame[column]):
                 clean[index, finding_index] = _parse(cell, path, column, index, (POSITIVE, NEGATIVE))
 
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     base = path.parent
-    for index, row in enumerate(frame.to_dict("records")):
+    for index, row in enumerate(frame.records()):
         line = csv_line(index)
         image = Path(row["image"]) if Path(row["image"]).is_absolute() else base / row["image"]
         if check_images and not image.is_file():

@@ -186,16 +186,19 @@ def read_labeler_csv(path: str | Path, findings: Sequence[str] = CHEXPERT_FINDIN
     """
     path = Path(path)
     frame = read_csv_table(path, ("subject_id", "study_id"), what="label CSV")
-    frame = frame.rename(columns={old: new for old, new in MIMIC_FINDING_ALIASES.items() if old in frame.columns})
+    try:
+        frame = frame.renamed(MIMIC_FINDING_ALIASES)
+    except ValueError as error:  # both a column and its alias, e.g. "Airspace Opacity" and "Lung Opacity"
+        raise DatalistSourceError(path, str(error), [1]) from None
     missing = [name for name in findings if name not in frame.columns]
     if missing:
         raise DatalistSourceError(path, f"missing finding column(s) {missing}", [1])
-    study_ids = frame["study_id"].tolist()
+    study_ids = frame["study_id"]
     raise_on_duplicates(path, "study_id", study_ids)
     _require_ids(path, "study_id", study_ids)
-    columns = [_parse_label_column(path, name, frame[name].tolist(), (1.0, 0.0, -1.0)) for name in findings]
+    columns = [_parse_label_column(path, name, frame[name], (1.0, 0.0, -1.0)) for name in findings]
     matrix = np.stack(columns, axis=1) if columns else np.empty((len(frame), 0))
-    subjects = frame["subject_id"].tolist()
+    subjects = frame["subject_id"]
     return {
         study: StudyLabels(csv_line(index), subjects[index], matrix[index]) for index, study in enumerate(study_ids)
     }
@@ -226,11 +229,11 @@ def read_split_csv(path: str | Path) -> dict[str, tuple[str, int]]:
     """``dicom_id`` → (datalist split key, CSV line); unknown split names and duplicates raise."""
     path = Path(path)
     frame = read_csv_table(path, ("dicom_id", "split"), what="split CSV")
-    dicom_ids = frame["dicom_id"].tolist()
+    dicom_ids = frame["dicom_id"]
     raise_on_duplicates(path, "dicom_id", dicom_ids)
     _require_ids(path, "dicom_id", dicom_ids)
     out: dict[str, tuple[str, int]] = {}
-    for index, (dicom_id, raw) in enumerate(zip(dicom_ids, frame["split"].tolist())):
+    for index, (dicom_id, raw) in enumerate(zip(dicom_ids, frame["split"])):
         split = normalise_split(raw)
         if split is None:
             raise DatalistSourceError(path, f"split {raw!r} is not one of train/validate/test", [csv_line(index)])
@@ -290,17 +293,17 @@ def build_mimic_datalist(
     metadata = read_csv_table(
         files.metadata_csv, ("dicom_id", "subject_id", "study_id", "ViewPosition"), "metadata CSV"
     )
-    dicom_ids = metadata["dicom_id"].tolist()
+    dicom_ids = metadata["dicom_id"]
     raise_on_duplicates(files.metadata_csv, "dicom_id", dicom_ids)
     _require_ids(files.metadata_csv, "dicom_id", dicom_ids)
-    _require_ids(files.metadata_csv, "study_id", metadata["study_id"].tolist())
-    _require_ids(files.metadata_csv, "subject_id", metadata["subject_id"].tolist())
+    _require_ids(files.metadata_csv, "study_id", metadata["study_id"])
+    _require_ids(files.metadata_csv, "subject_id", metadata["subject_id"])
 
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     reports: dict[str, str] = {}
     studies_with_images: set[str] = set()
     rows = zip(
-        dicom_ids, metadata["subject_id"].tolist(), metadata["study_id"].tolist(), metadata["ViewPosition"].tolist()
+        dicom_ids, metadata["subject_id"], metadata["study_id"], metadata["ViewPosition"]
     )
     for index, (dicom_id, subject_id, study_id, view) in enumerate(rows):
         line = csv_line(index)
@@ -394,10 +397,10 @@ def build_hand_labelled_datalist(
     if missing:
         raise DatalistSourceError(csv_path, f"missing finding column(s) {missing}", [1])
     key = "image" if "image" in frame.columns else "dicom_id"
-    keys = frame[key].tolist()
+    keys = frame[key]
     _require_ids(csv_path, key, keys)
     raise_on_duplicates(csv_path, key, keys)
-    columns = [_parse_label_column(csv_path, name, frame[name].tolist(), (POSITIVE, NEGATIVE)) for name in findings]
+    columns = [_parse_label_column(csv_path, name, frame[name], (POSITIVE, NEGATIVE)) for name in findings]
     matrix = np.stack(columns, axis=1)
 
     located: dict[str, tuple[str, str]] = {}
@@ -405,7 +408,7 @@ def build_hand_labelled_datalist(
         if image_root is None or metadata_csv is None:
             raise ValueError(f"{csv_path}: a dicom_id column needs image_root and metadata_csv to find the images")
         metadata = read_csv_table(metadata_csv, ("dicom_id", "subject_id", "study_id"), "metadata CSV")
-        raise_on_duplicates(metadata_csv, "dicom_id", metadata["dicom_id"].tolist())
+        raise_on_duplicates(metadata_csv, "dicom_id", metadata["dicom_id"])
         located = {
             dicom: (subject, study)
             for dicom, subject, study in zip(metadata["dicom_id"], metadata["subject_id"], metadata["study_id"])

@@ -55,7 +55,7 @@ def read_csv_reports(path: str | Path) -> list[LabeledReport]:
     """``id,report[,image]`` CSV → reports; blank or repeated ids raise naming the lines."""
     path = Path(path)
     frame = read_csv_table(path, ("id", "report"), what="report CSV")
-    ids = frame["id"].tolist()
+    ids = frame["id"]
     blank = [str(csv_line(index)) for index, value in enumerate(ids) if not value]
     if blank:
         raise ReportSourceError(f"{path}: blank id on line(s) {_shown(blank)}")
@@ -67,10 +67,10 @@ def read_csv_reports(path: str | Path) -> list[LabeledReport]:
         seen.setdefault(value, csv_line(index))
     if repeated:
         raise ReportSourceError(f"{path}: repeated id(s) {_shown(repeated)}")
-    images = frame["image"].tolist() if "image" in frame.columns else [""] * len(ids)
+    images = frame["image"] if "image" in frame.columns else [""] * len(ids)
     return [
         LabeledReport(report_id, clean_mimic_report(text, fallback="full"), image_path=image)
-        for report_id, text, image in zip(ids, frame["report"].tolist(), images)
+        for report_id, text, image in zip(ids, frame["report"], images)
     ]
 
 

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[test,labelers]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 # The proof of concept reads Fashion-MNIST from Debian's package; install it when we may.

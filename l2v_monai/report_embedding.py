@@ -16,6 +16,8 @@ layers (§3.3). Here:
   ``report_embedding``, so nothing in the training step reads a file.
 
 Nothing here logs report text; errors name studies by ``study_id`` and items by split and position.
+Only :class:`ReportEncoder` needs the ``[reports]`` extra (transformers); the cache and the transform
+run on the core.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 import torch
 from monai.transforms import MapTransform
+
+from l2v_monai.extras import import_extra
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +110,8 @@ class ReportEncoder:
         device: str | torch.device | None = None,
         local_files_only: bool = True,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        transformers = import_extra("transformers", "reports", "report embedding (ReportEncoder)")
+        AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
 
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")

@@ -33,7 +33,7 @@ try:
     HAVE_MEDSPACY = True
 except ImportError:
     HAVE_MEDSPACY = False
-needs_medspacy = pytest.mark.skipif(not HAVE_MEDSPACY, reason="the [labelers] extra (medspacy) is not installed")
+needs_medspacy = pytest.mark.skipif(not HAVE_MEDSPACY, reason="the [reports] extra (medspacy) is not installed")
 
 # (sentence, finding, expected state from `context`, expected state from `window`).
 # Where the two differ, it is by design (broader/narrower mention lists, historical mentions).
@@ -191,7 +191,7 @@ def test_label_sets_all_labelers_order_and_cache():
 def test_missing_extra_gives_a_clear_error(monkeypatch):
     # None in sys.modules makes `import medspacy` raise ImportError, as when the extra is absent.
     monkeypatch.setitem(sys.modules, "medspacy", None)
-    with pytest.raises(MissingLabelerExtraError, match=r"labelers.*pip install"):
+    with pytest.raises(MissingLabelerExtraError, match=r"'medspacy', part of the 'reports' extra.*pip install 'l2v-monai\[reports\]'"):
         LABELERS["context"]()
     assert LABELERS["window"]().label("No pneumothorax.")[F["Pneumothorax"]] is N
 

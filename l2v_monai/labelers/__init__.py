@@ -3,7 +3,7 @@
 Two labelers, built on different principles so that they disagree the way CheXpert and NegBio do:
 
 * ``context`` (``context.py``): medspaCy target rules + ConText, sentence scope, broad mention
-  lists. Needs the ``[labelers]`` extra (``pip install 'l2v-monai[labelers]'``).
+  lists. Needs the ``[reports]`` extra (``pip install 'l2v-monai[reports]'``).
 * ``window`` (``window.py``): narrow regular-expression mentions + NegEx-style triggers with a
   token window. Pure Python.
 
@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from l2v_monai.extras import MissingExtraError, install_hint
 from l2v_monai.findings import CHEXPERT_FINDINGS
 from l2v_monai.labelers.assertion import Assertion, assertions_to_labels
 
@@ -50,15 +51,15 @@ class Labeler(Protocol):
     def label_many(self, texts: Iterable[str]) -> list[tuple[Assertion, ...]]: ...
 
 
-class MissingLabelerExtraError(ImportError):
-    """A labeler needs the optional ``[labelers]`` extra (medspacy), which is not installed."""
+class MissingLabelerExtraError(MissingExtraError):
+    """A labeler needs the optional ``[reports]`` extra (medspacy), which is not installed."""
 
 
 def missing_extra(labeler: str, error: ImportError) -> MissingLabelerExtraError:
     """The error raised when ``labeler`` cannot import its optional dependency."""
     return MissingLabelerExtraError(
-        f"the {labeler!r} report labeler needs the optional 'labelers' extra ({error.name or error}): "
-        "pip install 'l2v-monai[labelers]' (or pip install -e '.[labelers]' in a checkout)"
+        f"the {labeler!r} report labeler needs the optional package {error.name or str(error)!r}, part of the "
+        f"'reports' extra (formerly 'labelers'): {install_hint('reports')}"
     )
 
 

@@ -18,7 +18,7 @@
   hypothetical ("to rule out", "evaluate for") → uncertain; historical ("history of") → the
   mention is dropped (not a statement about this image). Negation wins over uncertainty.
 
-All phrase lists are this project's own. Needs the ``[labelers]`` extra (medspacy).
+All phrase lists are this project's own. Needs the ``[reports]`` extra (medspacy).
 """
 
 from __future__ import annotations

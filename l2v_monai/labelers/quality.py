@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from l2v_monai.extras import import_extra
 from l2v_monai.findings import CHEXPERT_FINDINGS
 
 MIN_POSITIVES = 20
@@ -124,9 +125,8 @@ def markdown_table(table: dict[str, Any], digits: int = 3) -> str:
 
 
 def plot_heatmap(table: dict[str, Any], path: str | Path) -> None:
-    """Balanced accuracy per set × finding as a PNG heatmap."""
-    import matplotlib
-
+    """Balanced accuracy per set × finding as a PNG heatmap (needs the ``[eval]`` extra: matplotlib)."""
+    matplotlib = import_extra("matplotlib", "eval", "the labeler heatmap (plot_heatmap)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

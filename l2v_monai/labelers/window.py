@@ -14,7 +14,7 @@ disagree the way CheXpert and NegBio do:
   and sentence ends stop a scope. Pseudo-triggers ("no change", "not only") block a trigger.
 * Negation wins over uncertainty inside one mention ("no evidence of possible effusion" is negative).
 
-Pure Python (``re``), so this labeler runs without the ``[labelers]`` extra.
+Pure Python (``re``), so this labeler runs without the ``[reports]`` extra.
 """
 
 from __future__ import annotations

@@ -1,34 +1,34 @@
-"""Run the exported bundle in a MONAI Deploy App SDK application (image-only inference).
+"""Run the chest X-ray bundle in a MONAI Deploy App SDK application (image-only inference).
 
-The App SDK's ``MonaiBundleInferenceOperator`` loads ``model.ts`` (exported with
-``ckpt_export ... --config_file "['bundle/configs/train.json','bundle/configs/inference.json']"``
-so that the TorchScript file carries ``extra/metadata.json`` *and* ``extra/inference.json``) or a
-bundle folder (``configs/metadata.json``, ``configs/inference.json``, ``models/model.ts``). Two
-things in its default handling do not fit a 14-finding multi-label classifier:
+The bundle runs in the SDK's **stock** ``MonaiBundleInferenceOperator``: give it the bundle folder
+(``configs/``, ``scripts/``, ``models/model.ts`` or ``model.pt``). What the stock operator does not
+do, and why the two small operators here remain:
 
-* **Input.** It removes only transforms named ``LoadImage*`` from ``preprocessing`` and then feeds
-  the in-memory image; our loader, ``LoadChestXrayd``, expects a path. ``ChestXrayBundleInferenceOperator``
-  puts ``ScaleToUnitRanged`` (the loader's min/max scaling, for an array) in its place.
-* **Output.** For a ``probabilities`` output it emits ``{"result": [...], "probabilities": array}``
-  where ``result`` maps each *value* (``int(p)``, so 0 or 1) to ``channel_def``: 14 copies of
-  "Atelectasis" or "Cardiomegaly", not the findings. ``FindingProbabilitiesOperator`` takes that
-  ``pred`` (or a plain 14-vector of probabilities or logits) and emits ``{finding: probability}``
-  in ``channel_def`` order, optionally also as ``findings.json``.
+* **Decoding.** The operator receives in-memory images only: it drops every ``LoadImage*`` step
+  from ``preprocessing`` and feeds its input ``Image`` to the rest (channel, resize, clip). So the
+  bundle's ``ChestXrayReader`` never runs inside it, and the SDK's own DICOM loaders apply neither
+  the VOI LUT nor the MONOCHROME1 inversion nor the per-image [0, 1] scaling the network was
+  trained on. ``ChestXrayLoaderOperator`` decodes one DICOM/PNG/JPEG with the bundle's reader
+  (``read_chest_xray``) and emits an SDK ``Image`` holding the ``H × W`` array in [0, 1].
+* **Output names.** For a ``probabilities`` output the stock operator emits
+  ``{"result": [...], "probabilities": array}`` where ``result`` maps each *value* (``int(p)``,
+  so 0 or 1) to ``channel_def``: 14 copies of "Atelectasis" or "Cardiomegaly", not the findings.
+  ``FindingProbabilitiesOperator`` turns that ``pred`` into ``{finding: probability}`` in
+  ``channel_def`` order, optionally also as ``findings.json``.
 
-``ChestXrayLoaderOperator`` reads one DICOM/PNG/JPEG with the bundle's own decoder
-(``read_chest_xray``: modality LUT, VOI LUT/window, MONOCHROME1 inverted, min/max to [0, 1]) and
-emits an SDK ``Image`` holding the ``H × W`` array. ``ChestXrayClassificationApp`` chains the three::
+A bare TorchScript file (``ckpt_export``: it carries ``extra/metadata.json`` and
+``extra/inference.json``, not ``scripts/``) works only where the bundle's ``scripts`` package is
+importable (the bundle folder on ``PYTHONPATH``): the operator instantiates ``preprocessing``,
+whose ``LoadImaged`` names ``scripts.reader.ChestXrayReader``, before dropping that step. For a
+folder the SDK puts it on ``sys.path`` itself. ``ChestXrayClassificationApp`` chains the three::
 
-    python -m l2v_monai.deploy -i IMAGE_OR_FOLDER -m bundle/models/model.ts -o OUT   # writes OUT/findings.json
-
-Feed the bundle operator a 2D ``H × W`` ``Image`` (as this loader does); the SDK's
-``DICOMSeriesToVolumeOperator`` output (a volume, no VOI LUT applied) is not what the model expects.
+    python -m l2v_monai.deploy -i IMAGE_OR_FOLDER -m BUNDLE_FOLDER -o OUT   # writes OUT/findings.json
 
 ``pred_to_findings`` and ``read_channel_def`` need no SDK. The operator classes need
 ``pip install monai-deploy-app-sdk highdicom`` (tested with 4.0.0 on CPU): the SDK installs into
 ``monai/deploy``, so ``import monai`` then loads its operators, and fails without ``highdicom``.
 Without the SDK, importing this module still works and using one of those classes raises
-``ImportError``. Research use only; not for clinical use.
+``ImportError``. ``make test-integration`` runs them. Research use only; not for clinical use.
 """
 
 from __future__ import annotations
@@ -36,25 +36,21 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
 
-from l2v_monai.data.transforms import LoadChestXrayd, read_chest_xray, scale_to_unit_range
+from l2v_monai.bundle_scripts.reader import IMAGE_SUFFIXES, read_chest_xray
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 _SDK_NAMES = (
     "ChestXrayLoaderOperator",
-    "ChestXrayBundleInferenceOperator",
     "FindingProbabilitiesOperator",
+    "bundle_inference_operator",
     "ChestXrayClassificationApp",
 )
 
@@ -97,30 +93,6 @@ def pred_to_findings(pred: Any, channel_def: Mapping[str, str] | Sequence[str], 
     if sigmoid:
         values = 1.0 / (1.0 + np.exp(-values))
     return {name: float(v) for name, v in zip(names, values)}
-
-
-class ScaleToUnitRanged(MapTransform):
-    """In-memory stand-in for ``LoadChestXrayd``: min/max-scale an ``H × W`` image to float32 [0, 1].
-
-    Idempotent on an image that already spans exactly [0, 1] (what ``read_chest_xray`` returns).
-    """
-
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            value = d[key]
-            meta = dict(value.meta) if isinstance(value, MetaTensor) else {}
-            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            array = np.squeeze(array)
-            if array.ndim != 2:
-                raise ValueError(f"expected one greyscale H x W image under {key!r}, got shape {tuple(np.shape(value))}")
-            where = meta.get("filename_or_obj", f"in-memory {key!r}")
-            meta.setdefault("original_channel_dim", "no_channel")
-            d[key] = MetaTensor(torch.from_numpy(scale_to_unit_range(array, where)), meta=meta)
-        return d
 
 
 def _find_image(path: Path) -> Path:
@@ -181,38 +153,19 @@ if _SDK_ERROR is None:
             pixels = read_chest_xray(path)
             op_output.emit(Image(pixels, metadata={"filename_or_obj": str(path)}), "image")
 
-    class ChestXrayBundleInferenceOperator(MonaiBundleInferenceOperator):
-        """The SDK's bundle operator with ``LoadChestXrayd`` swapped for ``ScaleToUnitRanged``.
-
-        Input ``image`` (SDK ``Image``, ``H × W``), output ``pred`` (the SDK's probabilities dict).
-        Every other argument is the parent's (``app_context``, ``bundle_path``, ``model_name``, ...).
-        """
-
-        def __init__(
-            self,
-            fragment: Fragment,
-            *args: Any,
-            app_context: AppContext,
-            input_mapping: list[IOMapping] | None = None,
-            output_mapping: list[IOMapping] | None = None,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(
-                fragment,
-                *args,
-                app_context=app_context,
-                input_mapping=input_mapping or [IOMapping("image", Image, IOType.IN_MEMORY)],
-                output_mapping=output_mapping or [IOMapping("pred", dict, IOType.IN_MEMORY)],
-                **kwargs,
-            )
-
-        def _get_compose(self, obj_name: str, disallowed_prefixes: Sequence[str]) -> Any:
-            compose = super()._get_compose(obj_name, disallowed_prefixes)
-            compose.transforms = tuple(
-                ScaleToUnitRanged(keys=t.keys, allow_missing_keys=t.allow_missing_keys) if isinstance(t, LoadChestXrayd) else t
-                for t in compose.transforms
-            )
-            return compose
+    def bundle_inference_operator(
+        fragment: Fragment, app_context: AppContext, bundle_path: str | Path, name: str = "bundle"
+    ) -> MonaiBundleInferenceOperator:
+        """The SDK's stock bundle operator wired for this bundle: input ``image`` (SDK ``Image``), output ``pred``."""
+        return MonaiBundleInferenceOperator(
+            fragment,
+            app_context=app_context,
+            bundle_path=Path(bundle_path),
+            bundle_config_names=BundleConfigNames(config_names="inference"),
+            input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
+            output_mapping=[IOMapping("pred", dict, IOType.IN_MEMORY)],
+            name=name,
+        )
 
     class FindingProbabilitiesOperator(Operator):
         """Input ``pred`` → output ``findings``: ``{finding: probability}`` named by ``channel_def``.
@@ -264,13 +217,15 @@ if _SDK_ERROR is None:
         def compose(self) -> None:
             app_context = Application.init_app_context(self.argv)
             model_path = Path(app_context.model_path)
+            if model_path.is_dir():
+                # A bundle folder: the stock operator loads models/ and puts the folder on sys.path itself,
+                # but only when the context holds no model; the SDK wraps a folder in a Model without a predictor.
+                app_context.models = None
             # CountCondition: a source operator is otherwise ticked again and again and the app never ends.
             loader = ChestXrayLoaderOperator(
                 self, CountCondition(self, 1), input_path=Path(app_context.input_path), name="loader"
             )
-            infer = ChestXrayBundleInferenceOperator(
-                self, app_context=app_context, bundle_path=model_path, bundle_config_names=BundleConfigNames(), name="bundle"
-            )
+            infer = bundle_inference_operator(self, app_context, model_path)
             named = FindingProbabilitiesOperator(
                 self, bundle_path=model_path, output_folder=Path(app_context.output_path), name="findings"
             )

@@ -1,17 +1,16 @@
-"""Image-only inference as MONAI Deploy and MONAI Label load it.
+"""Image-only inference as MONAI Deploy and MONAI Label load it, on a standalone copy of the bundle.
 
 Always run: the contract both SDKs rely on (TorchScript with ``extra/metadata.json`` and
 ``extra/inference.json``; the metadata's ``image``/``pred``; ``inference.json``'s keys; its
 ``preprocessing`` → TorchScript → ``postprocessing`` giving 14 probabilities) and
 ``l2v_monai.deploy``'s SDK-free helpers. With ``monai-deploy-app-sdk`` (tested 4.0.0) or
-``monailabel`` (tested 0.8.5) importable, the same exported model also goes through the SDKs.
+``monailabel`` (tested 0.8.5) importable, the same bundle copy also goes through the SDKs:
+``make test-integration`` builds a venv with both and runs this file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from bundle_copy import ROOT, copy_bundle, without_l2v_monai, write_png
+
 CONFIGS = ROOT / "bundle" / "configs"
 META = json.loads((CONFIGS / "metadata.json").read_text())
 CHANNEL_DEF = META["network_data_format"]["outputs"]["pred"]["channel_def"]
@@ -38,33 +38,31 @@ def _sdk_importable(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A random-weight network as ``model.pt`` and its export ``model.ts``, plus a synthetic PNG."""
-    from PIL import Image
-
-    from l2v_monai.networks import ResNet50Classifier
-
-    root = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    torch.save(ResNet50Classifier().state_dict(), root / "model.pt")
-    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'inference.json'}']"
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(root / "model.ts"),
-           "--ckpt_file", str(root / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", configs]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    """A standalone bundle copy with random weights as ``models/model.pt`` and its export ``models/model.ts``
+    (exported inside the copy, without l2v_monai), plus a synthetic PNG."""
+    top = tmp_path_factory.mktemp("export")
+    bundle = top / "bundle"
+    copy_bundle(bundle)
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts",
+           "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+    proc = subprocess.run(cmd, cwd=bundle, env=without_l2v_monai(top / "shim"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows, cols = np.mgrid[0:300, 0:280]
-    pixels = (rows + cols) / (rows + cols).max() * 200 + np.random.default_rng(0).integers(0, 50, (300, 280))
-    (root / "images").mkdir()
-    Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / "cxr.png")
-    return {"pt": root / "model.pt", "ts": root / "model.ts", "png": root / "images" / "cxr.png", "root": root}
+    (top / "images").mkdir()
+    png = write_png(top / "images" / "cxr.png", 0)
+    return {"bundle": bundle, "pt": bundle / "models" / "model.pt", "ts": bundle / "models" / "model.ts", "png": png}
 
 
 @pytest.fixture(scope="module")
 def reference(exported: dict[str, Path]) -> np.ndarray:
-    """``inference.json``'s preprocessing → the TorchScript model → its postprocessing, for the PNG: 14 values."""
+    """The copy's ``preprocessing`` → the TorchScript model → its ``postprocessing``, for the PNG: 14 values."""
     from monai.bundle import ConfigParser
 
+    # A `scripts` package cached by an earlier test (another bundle copy) must not stand in for this copy's.
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.read_config(str(exported["bundle"] / "configs" / "inference.json"))
+    parser["bundle_root"] = str(exported["bundle"])
     pre = parser.get_parsed_content("preprocessing")
     post = parser.get_parsed_content("postprocessing")
     item = pre({"image": str(exported["png"])})
@@ -74,16 +72,6 @@ def reference(exported: dict[str, Path]) -> np.ndarray:
         logits = network(item["image"][None].float())
     pred = post({"pred": logits[0]})["pred"]
     return np.asarray(pred, dtype=np.float64)
-
-
-def _bundle_dir(exported: dict[str, Path], name: str, model: str) -> Path:
-    """A bundle folder as both SDKs expect it: ``configs/`` as shipped plus ``models/<model>``."""
-    bundle = exported["root"] / name
-    if not bundle.exists():
-        shutil.copytree(CONFIGS, bundle / "configs")
-        (bundle / "models").mkdir()
-        shutil.copy(exported[Path(model).suffix.lstrip(".")], bundle / "models" / model)
-    return bundle
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,14 +106,18 @@ def test_exported_torchscript_carries_what_deploy_and_label_read(exported: dict[
     assert list(meta["inputs"]) == ["image"] and list(meta["outputs"]) == ["pred"]
     assert image["num_channels"] == 1 and image["spatial_shape"] == [256, 256]
     assert meta["outputs"]["pred"]["channel_def"] == CHANNEL_DEF and len(CHANNEL_DEF) == 14
-    # Deploy's operator reads extra/inference.json from the TorchScript file: export with both configs.
+    # Deploy's operator reads extra/inference.json from the TorchScript file. The network is in it as
+    # TorchScript code, but not the Python of scripts/ that inference.json's preprocessing names.
     with zipfile.ZipFile(exported["ts"]) as archive:
-        assert any(n.endswith("/extra/inference.json") for n in archive.namelist())
-    config = json.loads((CONFIGS / "inference.json").read_text())
+        names = archive.namelist()
+    assert any(n.endswith("/extra/inference.json") for n in names)
+    assert any(n.endswith("/code/__torch__/scripts/networks.py") for n in names)
+    assert not any(n.endswith("scripts/reader.py") for n in names)
+    config = json.loads((exported["bundle"] / "configs" / "inference.json").read_text())
     assert {"network_def", "preprocessing", "postprocessing", "inferer", "device", "bundle_root"} <= set(config)
-    assert config["findings"] == FINDINGS
+    assert config["bundle_root"] == "." and config["findings"] == FINDINGS
     assert read_channel_def(exported["ts"]) == CHANNEL_DEF
-    assert read_channel_def(_bundle_dir(exported, "bundle_ts", "model.ts")) == CHANNEL_DEF
+    assert read_channel_def(exported["bundle"]) == CHANNEL_DEF
     assert reference.shape == (14,) and np.isfinite(reference).all()
     assert ((reference >= 0) & (reference <= 1)).all()
 
@@ -161,25 +153,28 @@ class _Output:
         self.values[name] = value
 
 
-def test_deploy_bundle_operator_gives_14_named_probabilities(
+def test_deploy_stock_bundle_operator_gives_14_named_probabilities(
     exported: dict[str, Path], reference: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("monai.deploy")
-    from monai.deploy.core import AppContext, Fragment, Image
+    from monai.deploy.core import AppContext, Fragment
 
-    from l2v_monai.data.transforms import read_chest_xray
-    from l2v_monai.deploy import ChestXrayBundleInferenceOperator, FindingProbabilitiesOperator
+    from l2v_monai.deploy import ChestXrayLoaderOperator, FindingProbabilitiesOperator, bundle_inference_operator
 
     monkeypatch.chdir(tmp_path)  # AppContext looks for ./models by default; there is none here
     fragment, context = Fragment(), AppContext({})
-    image = Image(read_chest_xray(exported["png"]), metadata={"filename_or_obj": str(exported["png"])})
-    for bundle_path in (exported["ts"], _bundle_dir(exported, "bundle_ts", "model.ts")):
-        infer = ChestXrayBundleInferenceOperator(fragment, app_context=context, bundle_path=bundle_path, name="bundle")
+    loaded = _Output()
+    ChestXrayLoaderOperator(fragment, input_path=exported["png"], name="loader").compute(_Input(), loaded, None)
+    # The folder as it is; the bare TorchScript file where the bundle's scripts/ is importable (see l2v_monai.deploy).
+    monkeypatch.syspath_prepend(str(exported["bundle"]))
+    for bundle_path in (exported["bundle"], exported["ts"]):
+        infer = bundle_inference_operator(fragment, context, bundle_path)
+        assert type(infer).__name__ == "MonaiBundleInferenceOperator"  # the SDK's own, not a subclass
         out = _Output()
-        infer.compute(_Input(image=image), out, None)
+        infer.compute(_Input(image=loaded.values["image"]), out, None)
         pred = out.values["pred"]
         np.testing.assert_allclose(np.asarray(pred["probabilities"]).reshape(-1), reference, atol=1e-5)
-        # The SDK's own "result" names values (int(p) → channel 0 or 1), not findings: why our operator exists.
+        # The SDK's own "result" names values (int(p) → channel 0 or 1), not findings: why the findings operator exists.
         assert set(pred["result"]) <= {CHANNEL_DEF["0"], CHANNEL_DEF["1"]}
         named_out = _Output()
         FindingProbabilitiesOperator(fragment, bundle_path=bundle_path, name="named").compute(
@@ -193,9 +188,8 @@ def test_deploy_bundle_operator_gives_14_named_probabilities(
 def test_deploy_example_app_writes_findings_json(exported: dict[str, Path], reference: np.ndarray, tmp_path: Path) -> None:
     pytest.importorskip("monai.deploy")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "l2v_monai.deploy", "-i", str(exported["png"].parent), "-m", str(exported["ts"]), "-o", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "l2v_monai.deploy", "-i", str(exported["png"].parent), "-m", str(exported["bundle"]), "-o", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     findings = json.loads((out / "findings.json").read_text())
     assert list(findings) == FINDINGS
@@ -210,7 +204,7 @@ def test_label_bundle_infer_task_classifies_14_findings(exported: dict[str, Path
     pytest.importorskip("monailabel")
     from monailabel.tasks.infer.bundle import BundleInferTask
 
-    bundle = _bundle_dir(exported, "bundle_pt", "model.pt")
+    bundle = exported["bundle"]  # Label takes models/model.pt when it is there
     # Our folder is not named "*classification*", so say the type; the default would be segmentation.
     task = BundleInferTask(str(bundle), {}, type="classification")
     assert task.is_valid() and task.dimension == 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,59 +24,26 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from bundle_copy import ROOT, copy_bundle, without_l2v_monai, write_png
+
 SHARED = ROOT.parent / "shared"
 SCHEMA = SHARED / "monai" / "meta_schema_20240725.json"
 REAL_DICOM = SHARED / "data" / "chest-dicom" / "chest.dcm"
-
-# Installed as sitecustomize in the subprocesses: any import of l2v_monai fails there.
-BLOCK_L2V = '''
-import importlib.abc
-import sys
-
-
-class _BlockL2V(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "l2v_monai" or name.startswith("l2v_monai."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: the bundle must stand alone)", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _BlockL2V())
-'''
-
-
-def _write_png(path: Path, seed: int) -> Path:
-    from PIL import Image
-
-    rows, cols = np.mgrid[0:300, 0:280]
-    pixels = (rows + 2 * cols) / (rows + 2 * cols).max() * 200 + np.random.default_rng(seed).integers(0, 50, (300, 280))
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A copy of bundle/ with a random-weight models/model.pt, a few images, and the blocking environment."""
-    from l2v_monai.networks import ResNet50Classifier
-
     top = tmp_path_factory.mktemp("standalone")
     bundle = top / "chest_xray_bundle"
-    shutil.copytree(ROOT / "bundle", bundle, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
-    (bundle / "models").mkdir()
-    torch.manual_seed(0)
-    network = ResNet50Classifier().eval()
-    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    network = copy_bundle(bundle)
     images = top / "images"
     images.mkdir()
-    paths = [_write_png(images / f"cxr{i}.png", i) for i in range(3)]
+    paths = [write_png(images / f"cxr{i}.png", i) for i in range(3)]
     if REAL_DICOM.is_file():
         shutil.copy(REAL_DICOM, images / "real.dcm")
         paths.append(images / "real.dcm")
-    shim = top / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(BLOCK_L2V)
-    env = {**os.environ, "PYTHONPATH": str(shim), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = without_l2v_monai(top / "shim")
     return {"bundle": bundle, "images": images, "paths": paths, "env": env, "network": network}
 
 
@@ -156,11 +122,15 @@ def test_verify_net_in_out_and_export(standalone: dict) -> None:
             "--meta_file", str(bundle / "configs" / "metadata.json"),
             "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle), cwd=ROOT, env=env)
     with zipfile.ZipFile(ts) as archive:
-        extra = {Path(n).name for n in archive.namelist() if "/extra/" in n}
-    assert {"metadata.json", "inference.json"} <= extra
+        extra = {Path(n).name: archive.read(n) for n in archive.namelist() if "/extra/" in n}
+    assert {"metadata.json", "inference.json"} <= set(extra)
+    # What inference needs stays required as MONAI reads and exports it; training's packages are not
+    # required (MONAI would rewrite an `optional_packages_version` into `required_packages_version`).
+    required = json.loads(extra["metadata.json"])["required_packages_version"]
+    assert {"torchvision", "pydicom", "pillow", "pytorch-ignite"} == set(required)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert "l2v-monai" in meta["training_packages_version"] and "optional_packages_version" not in meta
     exported = torch.jit.load(str(ts), map_location="cpu").eval()
     image = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(exported(image), standalone["network"](image), atol=1e-4, rtol=1e-4)
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert "l2v-monai" in meta["optional_packages_version"] and "l2v-monai" not in meta["required_packages_version"]

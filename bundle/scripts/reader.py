@@ -180,7 +180,7 @@ class ChestXrayReader(ImageReader):
     """MONAI ``ImageReader`` for DICOM, JPEG and PNG chest X-rays (see the module notes for the rules).
 
     ``get_data`` returns a float32 ``H × W`` array in [0, 1] and metadata holding the original size
-    (``spatial_shape``, ``original_spatial_shape``), ``original_channel_dim = "no_channel"`` (so
+    (``original_spatial_shape``), ``original_channel_dim = "no_channel"`` (so
     ``EnsureChannelFirstd`` adds the channel); never a DICOM header field.
 
     A file that cannot be decoded raises ``ImageDecodeError`` (from ``get_data``: ``read`` keeps
@@ -222,8 +222,8 @@ class ChestXrayReader(ImageReader):
             pixels, reason = np.zeros(_PLACEHOLDER_SHAPE, dtype=np.float32), img.error.reason
         else:
             pixels = img.pixels
+        # No "spatial_shape": MONAI Label's Restored would try to resize the 14 class scores back to it.
         meta: dict[str, Any] = {
-            "spatial_shape": np.asarray(pixels.shape),
             "original_spatial_shape": tuple(pixels.shape),
             "original_channel_dim": "no_channel",
         }

@@ -1,23 +1,27 @@
 """Learning-to-vote (Wang et al., WACV 2024, §3.2 and Algorithm 1): the single home of its math.
 
 Everything here works on the project's label-set contract: ``labels`` is a float tensor
-``B × M × N`` (M label sets, N findings or one-hot classes) with NaN for "no label".
+``B × M × N`` (M label sets, N findings or one-hot classes) with NaN for "no label". The strategies
+that use it are :class:`~l2v_monai.strategies.PaperVote` and :class:`~l2v_monai.strategies.AnchoredVote`.
 
-The pieces, in the order Algorithm 1 uses them:
+The paper's pieces (:class:`~l2v_monai.strategies.PaperVote`), in the order Algorithm 1 uses them:
 
 * :func:`virtual_step_feedback` — Eq. 1: for each label set m, a virtual step
   ``θ_m = θ − α ∇_θ L_C(ŷ, y_m)`` and the feedback ``F_m`` of the batch under ``θ_m``
-  (GAP features by default; per-sample feature gradients as the paper's alternative).
+  (:func:`feature_feedback`, GAP features, by default; :func:`gradient_feedback`, per-sample
+  feature gradients, as the paper's alternative; :func:`no_feedback` skips the step).
   Nothing real changes: parameters, optimizer state and BatchNorm statistics stay as they were.
 * :class:`VoteHead` — Eq. 2: ``w = softmax(W_attn · Cat(F_1..F_M) + b_attn)``.
 * :func:`vote` — Eq. 3 first half: ``ȳ = Σ_m w_m y_m``, renormalised over the sets that have a value.
 * :func:`binarize` — Eq. 3: ``ỹ = sigmoid(k (ȳ − T))``.
 * :func:`masked_bce` — the loss ``L_C`` of §3.1, averaged over observed entries.
 
-The anchored vote (the bundle's default, ``variant="anchored"``) reuses :func:`vote` and adds
-:func:`set_descriptors` (what the vote reads per sample and set), :class:`SetScorer` (the
-per-finding attention), :class:`AnchorProbe` with :func:`anchor_agreement_loss` (the ``probe``
-objective) or :func:`head_meta_loss` (the ``meta`` objective), and :func:`harden`.
+The anchored vote (:class:`~l2v_monai.strategies.AnchoredVote`, the bundle's default) reuses the
+feedback and :func:`vote`, and adds :func:`set_descriptors` (what the vote reads per sample and
+set, :data:`VOTE_INPUTS`), :class:`SetScorer` (the per-finding attention), :class:`AnchorProbe`
+with :func:`anchor_agreement_loss` (the ``probe`` objective, the default) or :func:`head_meta_loss`
+(the ``meta`` objective), :func:`harden`, :func:`soft_loss` (the model's loss on the refined
+labels) and :func:`no_finding_consistent` (the "No Finding" cap).
 """
 
 from __future__ import annotations
@@ -30,18 +34,24 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 __all__ = [
+    # the paper (Algorithm 1)
     "split_labels",
     "masked_bce",
     "vote",
     "binarize",
     "VoteHead",
     "FeatureView",
+    "feature_feedback",
+    "gradient_feedback",
+    "no_feedback",
     "virtual_step_feedback",
     "FEEDBACKS",
+    # the anchored vote
     "VOTE_INPUTS",
     "check_inputs",
     "set_descriptors",
     "descriptor_dim",
+    "label_probability",
     "SetScorer",
     "AnchorProbe",
     "anchor_agreement_loss",
@@ -105,29 +115,19 @@ def binarize(ybar: torch.Tensor, k: float = 50.0, threshold: float = 0.5) -> tor
 
 
 class VoteHead(nn.Module):
-    """Eq. 2: one linear layer over the concatenated feedback, softmax over the label sets.
+    """Eq. 2: one linear layer over the concatenated feedback, softmax over the label sets: ``M`` weights per sample."""
 
-    ``per_finding=False`` is the paper: ``M`` weights per sample. ``per_finding=True`` gives
-    ``M`` weights per sample *per finding* (``M·N`` outputs, softmax over M for each finding),
-    for multi-label data where a label set can be right on one finding and wrong on another.
-    """
-
-    def __init__(self, num_sets: int, feature_dim: int, num_outputs: int = 1, per_finding: bool = False) -> None:
+    def __init__(self, num_sets: int, feature_dim: int) -> None:
         super().__init__()
         if num_sets < 2:
             raise ValueError(f"learning-to-vote needs at least 2 label sets, got {num_sets}")
         self.num_sets = num_sets
-        self.num_outputs = num_outputs if per_finding else 1
-        self.per_finding = per_finding
-        self.attn = nn.Linear(num_sets * feature_dim, num_sets * self.num_outputs)
+        self.attn = nn.Linear(num_sets * feature_dim, num_sets)
 
     def forward(self, feedback: torch.Tensor) -> torch.Tensor:
-        """``feedback``: ``B × M × D`` → weights ``B × M`` (or ``B × M × N`` when per finding)."""
+        """``feedback``: ``B × M × D`` → weights ``B × M``."""
         b = feedback.shape[0]
-        scores = self.attn(feedback.reshape(b, -1).float())
-        if self.per_finding:
-            return torch.softmax(scores.view(b, self.num_sets, self.num_outputs), dim=1)
-        return torch.softmax(scores, dim=1)
+        return torch.softmax(self.attn(feedback.reshape(b, -1).float()), dim=1)
 
 
 class FeatureView(nn.Module):
@@ -257,25 +257,30 @@ def virtual_step_feedback(
     alpha: float,
     grad_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Dispatch to the named feedback (``features`` or ``gradients``)."""
+    """Dispatch to the named feedback (:data:`FEEDBACKS`: ``features``, ``gradients`` or ``none``)."""
     if kind not in FEEDBACKS:
         raise ValueError(f"unknown feedback {kind!r}; choose one of {sorted(FEEDBACKS)}")
     return FEEDBACKS[kind](network, image, report_embedding, logits, features, labels, alpha, grad_scale)
 
 
-# --- The anchored variant (a per-sample vote that cannot win by confirming the model) -----------
+# --- The anchored vote (a per-sample vote that cannot win by confirming the model) --------------
 #
 # The paper's vote is trained only by the loss of the model it feeds, so it drifts to whatever
-# the model already fits (all-zero targets, the deterministic adversary). The anchored variant
-# keeps the structure — virtual steps per label set, a per-sample attention over the sets,
-# refined labels that train the model — and changes two things:
-#   1. the attention sees, per (sample, set), what distinguishes the sets on *that* sample:
-#      the normalised feature change ΔF_m = F_m − F, the set's label, its agreement with the
-#      other sets, and the model's probability for it, plus which set it is;
-#   2. the attention is trained by a bilevel objective in the style of L2RW: a virtual step of
-#      the classifier head on one half of the batch's refined labels, scored by the loss on the
-#      *other* half's consensus labels (confident Dawid–Skene or majority, fitted before
-#      training). The model's own loss never reaches the attention.
+# the model already fits (all-zero targets, the deterministic adversary). The anchored vote
+# keeps the structure — a per-sample attention over the label sets, refined labels that train
+# the model — and changes two things:
+#   1. the attention sees, per (sample, set), what distinguishes the sets on *that* sample
+#      (VOTE_INPUTS): the sample's features, the normalised feature change ΔF_m = F_m − F of the
+#      virtual step (zero with feedback "none", the default), the set's label, its agreement with
+#      the other sets, the model's and the anchor probe's probability for it, and which set it is;
+#   2. the attention is trained against an anchor, other samples' confident consensus labels
+#      (Dawid–Skene decisions with posterior ≥ 0.999 by default, or unanimous/majority entries),
+#      fitted before training. Objective "probe" (the default): a linear probe on the detached
+#      features learns the anchor, and the vote learns to agree with the anchor where a sample
+#      has one and with the probe where it has none. Objective "meta": a bilevel score in the
+#      style of L2RW, a virtual step of the classifier head on one half of the batch's refined
+#      labels scored on the other half's anchor labels.
+#      The model's own loss never reaches the attention.
 
 
 def _unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

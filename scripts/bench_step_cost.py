@@ -19,6 +19,7 @@ from monai.data import DataLoader, Dataset
 
 from l2v_monai.strategies import build_strategy
 from l2v_monai.trainer import LearningToVoteTrainer
+from vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
 
 
 def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
@@ -31,13 +32,14 @@ def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
     raise ValueError(f"unknown network {name!r}")
 
 
-# Bench names of the learning-to-vote settings: (strategy, its options).
+# Bench names of the learning-to-vote settings: (strategy, its options). The anchored ones are the
+# vote's defaults before issue 12 (bilevel objective, virtual step) with the named changes.
 VOTE_SETTINGS: dict[str, tuple[str, dict]] = {
     "l2v": ("l2v", {"l2v": {"variant": "paper"}}),
-    "l2v_anchored": ("l2v", {"l2v": {"variant": "anchored"}}),
-    "l2v_probe": ("l2v", {"l2v": {"variant": "anchored", "vote_objective": "probe"}}),
+    "l2v_anchored": ("l2v", {"l2v": PRE_SPLIT_ANCHORED}),
+    "l2v_probe": ("l2v", {"l2v": {**PRE_SPLIT_ANCHORED, "vote_objective": "probe"}}),
     # The same vote without the virtual steps (ΔF_m = 0): what the M extra passes cost.
-    "l2v_probe_nofb": ("l2v", {"l2v": {"variant": "anchored", "vote_objective": "probe", "feedback": "none"}}),
+    "l2v_probe_nofb": ("l2v", {"l2v": {**PRE_SPLIT_ANCHORED, "vote_objective": "probe", "feedback": "none"}}),
 }
 
 
@@ -45,8 +47,6 @@ def vote_setting(name: str) -> tuple[str, dict]:
     """A bench name → (strategy, options); ``l2v_default`` and ``abl_*`` are the bundle's vote and its ablations."""
     if name in VOTE_SETTINGS:
         return VOTE_SETTINGS[name]
-    from vote_variants import VARIANTS, variant_options
-
     if name in VARIANTS:
         return "l2v", {"l2v": variant_options(name, 0)}
     return name, {}

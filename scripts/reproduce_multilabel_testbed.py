@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
 
-from vote_variants import VARIANTS, variant_options
+from vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
 
 from l2v_monai.experiments.multilabel_testbed import make_multilabel_testbed
 from l2v_monai.evaluation import per_finding_auc
@@ -44,13 +44,13 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     # Train only on the unanimous entries: the anchor the probe-trained vote starts from.
     "consensus": ("consensus", {"consensus": "majority", "min_confidence": 1.0}),
     "l2v_paper": ("l2v", {"variant": "paper", "feedback": "features"}),
-    "l2v_anchored": ("l2v", {"variant": "anchored", "vote_lr": 0.01}),
+    "l2v_anchored": ("l2v", {**PRE_SPLIT_ANCHORED, "vote_lr": 0.01}),
     # The same, anchored on unanimous labels instead of confident Dawid–Skene.
-    "l2v_anchored_unanimous": ("l2v", {"variant": "anchored", "vote_lr": 0.01, "consensus": "majority", "min_confidence": 1.0}),
+    "l2v_anchored_unanimous": ("l2v", {**PRE_SPLIT_ANCHORED, "vote_lr": 0.01, "consensus": "majority", "min_confidence": 1.0}),
     # The vote trained to agree with an anchor probe instead of the bilevel score (train.json's default).
-    "l2v_anchored_probe": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "majority",
+    "l2v_anchored_probe": ("l2v", {**PRE_SPLIT_ANCHORED, "vote_objective": "probe", "vote_lr": 0.01, "consensus": "majority",
                                    "min_confidence": 1.0, "refined": "soft"}),
-    "l2v_anchored_probe_hard": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01,
+    "l2v_anchored_probe_hard": ("l2v", {**PRE_SPLIT_ANCHORED, "vote_objective": "probe", "vote_lr": 0.01,
                                         "consensus": "majority", "min_confidence": 1.0, "refined": "hard"}),
     # The probe vote without virtual steps (issue 11: does ΔF_m earn its cost?).
     "l2v_anchored_probe_nofb": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "majority",

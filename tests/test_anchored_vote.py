@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from l2v_monai import vote as v
-from l2v_monai.strategies import LearningToVote, attach_targets, consensus_targets
+from l2v_monai.strategies import AnchoredVote, LearningToVote, PaperVote, attach_targets, consensus_targets
 from tiny_nets import TinyNet
 
 
@@ -48,8 +48,8 @@ def test_anchored_weights_respond_per_sample() -> None:
     image, truth, sets, kind = _two_kinds()
     anchor = torch.nn.functional.one_hot(truth, 3).float()  # a confident consensus, fitted before training
     net = TinyNet(num_outputs=3, width=8)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
-                              variant="anchored", vote_lr=0.05)
+    strategy = AnchoredVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
+                            vote_objective="meta", min_confidence=0.9, feedback="features", vote_lr=0.05)
     w = _train(strategy, net, image, sets, anchor).weights
     # Set 0 is trusted on dark images, set 1 on bright ones: the vote differs per sample, not per set.
     assert w[kind == 0, 0].mean() > w[kind == 1, 0].mean() + 0.1
@@ -66,12 +66,12 @@ def test_anchored_targets_are_never_all_zero_where_paper_binarization_is(objecti
     features = net.features(image)
     logits = net.head(features)
     batch = {"image": image, "labels": sets, "target": torch.nn.functional.one_hot(truth, 3).float()}
-    paper = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="paper")
+    paper = PaperVote(num_sets=3, feature_dim=net.num_features, multiclass=True)
     # With near-uniform weights no class reaches T = 0.5: the paper's binarized targets are all zero.
     zero_rows = (paper(batch, logits, features, net).target.max(dim=1).values < 0.5).float().mean()
     assert zero_rows == 1.0
-    anchored = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored",
-                              vote_objective=objective)
+    anchored = AnchoredVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
+                            vote_objective=objective, feedback="features")
     out = anchored(batch, logits, features, net)
     assert torch.allclose(out.target.sum(dim=1), torch.ones(64))  # a distribution over classes on every row
     assert torch.allclose(v.harden(out.target, True).sum(dim=1), torch.ones(64))
@@ -84,7 +84,7 @@ def test_anchored_multilabel_vote_is_per_finding_and_keeps_positives() -> None:
     sets = torch.stack([torch.zeros_like(truth), truth, truth], dim=1)  # set 0: "fewest positives"
     net = TinyNet(num_outputs=4)
     image = torch.rand(64, 1, 6, 6, generator=g)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=4, variant="anchored")
+    strategy = AnchoredVote(num_sets=3, feature_dim=net.num_features, num_outputs=4, vote_objective="meta", feedback="features")
     features = net.features(image)
     out = strategy({"image": image, "labels": sets, "target": truth}, net.head(features), features, net)
     assert out.weights.shape == (64, 3, 4)
@@ -97,7 +97,8 @@ def test_only_the_anchor_trains_the_vote() -> None:
     torch.manual_seed(0)
     image, truth, sets, _ = _two_kinds(n=32)
     net = TinyNet(num_outputs=3)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True, variant="anchored")
+    strategy = AnchoredVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
+                            vote_objective="meta", feedback="features")
     features = net.features(image)
     logits = net.head(features)
     no_anchor = torch.full((32, 3), float("nan"))
@@ -117,9 +118,9 @@ def test_consensus_targets_confident_majority_and_dawid_skene() -> None:
     with pytest.raises(ValueError, match="unknown consensus"):
         consensus_targets(labels, "vote", 0.5, multiclass=False)
     items = [{"labels": labels[i]} for i in range(3)]
-    anchored = LearningToVote(num_sets=3, feature_dim=4, num_outputs=1, variant="anchored", consensus="majority", min_confidence=1.0)
+    anchored = AnchoredVote(num_sets=3, feature_dim=4, num_outputs=1, consensus="majority", min_confidence=1.0)
     assert np.isnan(attach_targets(items, anchored)[1]["target"][0])
-    assert "target" not in attach_targets(items, LearningToVote(num_sets=3, feature_dim=4, num_outputs=1))[0]
+    assert "target" not in attach_targets(items, PaperVote(num_sets=3, feature_dim=4))[0]
 
 
 def _contested_finding(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,8 +145,8 @@ def test_probe_vote_picks_the_right_set_on_contested_samples() -> None:
     image, truth, sets, contested = _contested_finding()
     items = [{"labels": sets[i].numpy()} for i in range(len(image))]
     net = TinyNet(num_outputs=1, width=8)
-    strategy = LearningToVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, variant="anchored",
-                              vote_objective="probe", consensus="majority", min_confidence=1.0, vote_lr=0.05)
+    strategy = AnchoredVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, vote_objective="probe",
+                            consensus="majority", min_confidence=1.0, feedback="features", vote_lr=0.05)
     anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets(items, strategy)]))
     assert torch.isnan(anchor[contested]).all() and not torch.isnan(anchor[~contested]).any()
     out = _train(strategy, net, image, sets, anchor)
@@ -162,7 +163,7 @@ def test_probe_learns_from_anchors_only_and_never_moves_the_model() -> None:
     torch.manual_seed(0)
     image, _, sets, _ = _contested_finding(n=32)
     net = TinyNet(num_outputs=1)
-    strategy = LearningToVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, variant="anchored", vote_objective="probe")
+    strategy = AnchoredVote(num_sets=2, feature_dim=net.num_features, num_outputs=1, vote_objective="probe", feedback="features")
     features = net.features(image)
     out = strategy({"image": image, "labels": sets, "target": torch.full((32, 1), float("nan"))}, net.head(features), features, net)
     out.loss.backward()
@@ -177,4 +178,4 @@ def test_probe_learns_from_anchors_only_and_never_moves_the_model() -> None:
     # Target 1, target 0, and the probe's 0.5 twice: the gradient pulls ȳ toward each target.
     assert ybar.grad[0, 0] < 0 < ybar.grad[1, 0] and torch.allclose(ybar.grad[2:], torch.zeros(2, 1), atol=1e-6)
     with pytest.raises(ValueError, match="vote_objective"):
-        LearningToVote(num_sets=2, feature_dim=4, num_outputs=1, variant="anchored", vote_objective="model")
+        AnchoredVote(num_sets=2, feature_dim=4, num_outputs=1, vote_objective="model")

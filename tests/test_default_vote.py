@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from l2v_monai import vote as v
-from l2v_monai.strategies import LearningToVote, attach_targets, build_strategy, consensus_targets
+from l2v_monai.strategies import AnchoredVote, attach_targets, build_strategy, consensus_targets
 from test_anchored_vote import _train
 from test_vote_real import CountingNet, _report_like_sets
 
@@ -34,7 +34,7 @@ def test_train_and_poc_configs_share_one_default_vote() -> None:
         "refined": "hard", "feedback": "none", "seed": 3}
 
 
-def _default_strategy(net: torch.nn.Module, num_sets: int, num_outputs: int, multiclass: bool = False) -> LearningToVote:
+def _default_strategy(net: torch.nn.Module, num_sets: int, num_outputs: int, multiclass: bool = False) -> AnchoredVote:
     return build_strategy("l2v", num_sets=num_sets, num_outputs=num_outputs, feature_dim=net.num_features,
                           multiclass=multiclass, options={"l2v": _l2v_options("train.json")})
 
@@ -90,8 +90,7 @@ def test_each_vote_input_can_be_dropped_for_the_ablations(dropped: str) -> None:
     sets, _ = _report_like_sets(8)
     net = CountingNet(num_outputs=2)
     inputs = [x for x in v.VOTE_INPUTS if x != dropped]
-    strategy = LearningToVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, variant="anchored",
-                              vote_objective="probe", feedback="none", inputs=inputs)
+    strategy = AnchoredVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, inputs=inputs)
     features = net.features(torch.rand(8, 1, 6, 6))
     labels = torch.from_numpy(sets)
     full = v.set_descriptors(features, features.unsqueeze(1).expand(-1, 4, -1), labels, net.head(features), False,
@@ -107,6 +106,6 @@ def test_each_vote_input_can_be_dropped_for_the_ablations(dropped: str) -> None:
 
 def test_unknown_or_empty_vote_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="vote inputs"):
-        LearningToVote(num_sets=2, feature_dim=4, num_outputs=1, variant="anchored", inputs=["features", "gradients"])
+        AnchoredVote(num_sets=2, feature_dim=4, num_outputs=1, inputs=["features", "gradients"])
     with pytest.raises(ValueError, match="vote inputs"):
-        LearningToVote(num_sets=2, feature_dim=4, num_outputs=1, variant="anchored", inputs=[])
+        AnchoredVote(num_sets=2, feature_dim=4, num_outputs=1, inputs=[])

@@ -8,12 +8,13 @@ import torch
 
 from l2v_monai import vote as v
 from l2v_monai.strategies import (
+    AnchoredVote,
     ConfusionMatrices,
     Consensus,
     DawidSkene,
-    LearningToVote,
     MajorityVote,
     MeanLabel,
+    PaperVote,
     SingleLabelSet,
     attach_targets,
     build_strategy,
@@ -142,12 +143,67 @@ def test_consensus_trains_only_where_the_sets_agree() -> None:
 
 
 def test_build_strategy_selects_by_name_with_options() -> None:
-    s = build_strategy("l2v", num_sets=4, num_outputs=14, feature_dim=8, options={"l2v": {"alpha": 0.1, "k": 20}})
-    assert isinstance(s, LearningToVote) and s.alpha == 0.1 and s.k == 20
+    s = build_strategy("l2v", num_sets=4, num_outputs=14, feature_dim=8, options={"l2v": {"variant": "paper", "alpha": 0.1, "k": 20}})
+    assert type(s) is PaperVote and s.alpha == 0.1 and s.k == 20
     s = build_strategy("single", num_sets=4, num_outputs=14, feature_dim=8, label_sets=["a", "b", "c", "d"], options={"single": {"label_set": "c"}})
     assert s.index == 2
     with pytest.raises(ValueError, match="unknown label_strategy"):
         build_strategy("nope", num_sets=2, num_outputs=2, feature_dim=2)
+
+
+def test_l2v_variant_picks_the_class_and_the_other_variants_options_are_left_out(caplog) -> None:
+    build = lambda options: build_strategy("l2v", num_sets=4, num_outputs=3, feature_dim=8, options={"l2v": options})  # noqa: E731
+    assert type(build({})) is AnchoredVote  # the bundle's default vote
+    # A block written for the anchored vote, switched to the paper's by one key (the README's override).
+    with caplog.at_level("INFO", logger="l2v_monai.strategies.learning_to_vote"):
+        paper = build({"variant": "paper", "vote_objective": "probe", "min_confidence": 0.999, "feedback": "features", "seed": 1})
+    assert type(paper) is PaperVote and paper.feedback == "features"
+    assert "['min_confidence', 'seed', 'vote_objective']" in caplog.text
+    with pytest.raises(ValueError, match=r"unknown l2v option\(s\) \['kk'\]"):
+        build({"variant": "paper", "kk": 20})
+    with pytest.raises(ValueError, match="unknown l2v variant 'exact'"):
+        build({"variant": "exact"})
+
+
+@pytest.mark.parametrize("config", ["train.json", "cifar10.json"])
+def test_each_vote_class_defaults_to_the_config_that_uses_it(config: str) -> None:
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(Path(__file__).resolve().parents[1] / "bundle" / "configs" / config)
+    block = parser.get_parsed_content("strategy_options#l2v")
+    assert block["variant"] == AnchoredVote.variant
+    default = AnchoredVote(num_sets=4, feature_dim=8, num_outputs=3)
+    for key, value in block.items():
+        if key not in ("variant", "seed"):
+            assert getattr(default, key) == value, key
+    # The paper's variant: α = 0.2, k = 50, T = 0.5, features under the virtual step, the network's rate.
+    paper = PaperVote(num_sets=4, feature_dim=8)
+    assert (paper.alpha, paper.k, paper.threshold, paper.feedback, paper.vote_lr) == (0.2, 50.0, 0.5, "features", None)
+
+
+def test_strategies_import_and_run_without_crowd_kit() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['crowdkit'] = None\n"  # any import of crowd-kit now fails
+        "import torch\n"
+        "from l2v_monai.strategies import attach_targets, build_strategy\n"
+        "from l2v_monai.trainer import LearningToVoteTrainer\n"
+        "s = build_strategy('l2v', num_sets=2, num_outputs=1, feature_dim=4, options={'l2v': {'consensus': 'majority'}})\n"
+        "items = attach_targets([{'labels': [[1.0], [1.0]]}, {'labels': [[0.0], [1.0]]}], s)\n"
+        "assert items[0]['target'][0] == 1.0 and 'crowdkit' not in {m.split('.')[0] for m in sys.modules if sys.modules[m]}\n"
+        "try:\n"
+        "    build_strategy('dawid_skene', num_sets=2, num_outputs=1, feature_dim=4).aggregate([[[1.0], [0.0]]])\n"
+        "except ImportError:\n"
+        "    print('dawid_skene needs crowd-kit')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "dawid_skene needs crowd-kit"
 
 
 @pytest.mark.parametrize("ties", ["positive", "one"])

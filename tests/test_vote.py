@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from l2v_monai import vote as v
-from l2v_monai.strategies import LearningToVote
+from l2v_monai.strategies import PaperVote
 from tiny_nets import TinyNet
 
 
@@ -20,17 +20,13 @@ def _batch(b: int = 8, m: int = 3, n: int = 3, seed: int = 0) -> tuple[torch.Ten
     return image, labels
 
 
-def test_vote_head_weights_sum_to_one_per_sample_and_per_finding() -> None:
+def test_vote_head_weights_sum_to_one_per_sample() -> None:
     torch.manual_seed(0)
     head = v.VoteHead(num_sets=4, feature_dim=5)
     w = head(torch.randn(7, 4, 5))
     assert w.shape == (7, 4)
     assert torch.allclose(w.sum(dim=1), torch.ones(7), atol=1e-6)
     assert (w > 0).all()
-    per_finding = v.VoteHead(num_sets=4, feature_dim=5, num_outputs=3, per_finding=True)
-    w = per_finding(torch.randn(7, 4, 5))
-    assert w.shape == (7, 4, 3)
-    assert torch.allclose(w.sum(dim=1), torch.ones(7, 3), atol=1e-6)
 
 
 def test_vote_head_rejects_a_single_label_set() -> None:
@@ -100,7 +96,7 @@ def test_feature_feedback_equals_an_explicit_sgd_step_per_label_set() -> None:
 def test_meta_step_changes_no_parameters_optimizer_state_or_bn_statistics() -> None:
     torch.manual_seed(0)
     net = TinyNet(num_outputs=3)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3)
+    strategy = PaperVote(num_sets=3, feature_dim=net.num_features)
     opt = torch.optim.Adam(strategy.param_groups(net, 1e-3)[0]["params"] + list(strategy.parameters()), lr=1e-3)
     image, labels = _batch()
     # One real step so Adam has state to protect.
@@ -127,7 +123,7 @@ def test_meta_step_changes_no_parameters_optimizer_state_or_bn_statistics() -> N
 def test_gradients_reach_the_vote_head_through_the_refined_labels() -> None:
     torch.manual_seed(0)
     net = TinyNet(num_outputs=3)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, k=5.0)
+    strategy = PaperVote(num_sets=3, feature_dim=net.num_features, k=5.0)
     image, labels = _batch()
     features = net.features(image)
     out = strategy({"image": image, "labels": labels}, net.head(features), features, net)
@@ -154,7 +150,7 @@ def test_gradient_feedback_is_per_sample_feature_gradient() -> None:
 def test_l2v_handles_masked_label_sets() -> None:
     torch.manual_seed(0)
     net = TinyNet(num_outputs=3)
-    strategy = LearningToVote(num_sets=3, feature_dim=net.num_features, num_outputs=3)
+    strategy = PaperVote(num_sets=3, feature_dim=net.num_features)
     image, labels = _batch()
     labels[0, 1] = float("nan")  # a set missing for one sample
     labels[:, :, 2] = float("nan")  # a finding nobody labelled

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from l2v_monai import vote as v
-from l2v_monai.strategies import LearningToVote, attach_targets, consensus_targets
+from l2v_monai.strategies import AnchoredVote, PaperVote, attach_targets, consensus_targets
 from tiny_nets import TinyNet
 
 
@@ -62,8 +62,8 @@ def test_no_feedback_strategy_target_is_what_its_loss_trained_toward() -> None:
     sets, _ = _report_like_sets(64)
     sets[0, 1, 0] = np.nan  # a missing label stays out of the vote
     net = CountingNet(num_outputs=2)
-    strategy = LearningToVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, variant="anchored",
-                              vote_objective="probe", consensus="majority", min_confidence=1.0, refined="soft", feedback="none")
+    strategy = AnchoredVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, vote_objective="probe",
+                            consensus="majority", min_confidence=1.0, refined="soft", feedback="none")
     items = attach_targets([{"labels": s} for s in sets], strategy)
     image = torch.rand(64, 1, 6, 6)
     features = net.features(image)
@@ -81,7 +81,7 @@ def test_no_feedback_strategy_target_is_what_its_loss_trained_toward() -> None:
     unanimous = (values == values[:, :1]).all(dim=1)
     assert torch.equal(out.target[unanimous], values[:, 0][unanimous])
     with pytest.raises(ValueError, match="feedback='none'"):
-        LearningToVote(num_sets=4, feature_dim=4, num_outputs=2, variant="paper", feedback="none")
+        PaperVote(num_sets=4, feature_dim=4, feedback="none")
 
 
 def test_dawid_skene_posterior_is_a_probability_that_agrees_with_its_decision() -> None:
@@ -126,9 +126,9 @@ def test_no_finding_cap_is_in_the_target_the_model_trained_toward() -> None:
     sets[:8, :2, 0] = 1.0
     sets[:8, :2, 1] = 0.0
     net = TinyNet(num_outputs=2)
-    kwargs = dict(num_sets=4, feature_dim=net.num_features, num_outputs=2, variant="anchored", vote_objective="probe",
+    kwargs = dict(num_sets=4, feature_dim=net.num_features, num_outputs=2, vote_objective="probe",
                   consensus="majority", min_confidence=1.0, refined="soft", feedback="none")
-    capped = LearningToVote(**kwargs, no_finding=1)
+    capped = AnchoredVote(**kwargs, no_finding=1)
     items = attach_targets([{"labels": s} for s in sets], capped)
     image = torch.rand(64, 1, 6, 6)
     features = net.features(image)
@@ -138,9 +138,10 @@ def test_no_finding_cap_is_in_the_target_the_model_trained_toward() -> None:
     assert torch.all(out.target[:, 1] <= 1 - out.target[:, 0] + 1e-6)
     assert torch.allclose(out.extras["model_loss"], v.masked_bce(logits, out.target), atol=1e-6)
     # On the contested reports the uncapped vote leaves "No Finding" above what finding 0 allows.
-    plain = LearningToVote(**kwargs)
+    plain = AnchoredVote(**kwargs)
     plain.load_state_dict(capped.state_dict())
     uncapped = plain(batch, logits, features, net).target
     assert (uncapped[:8, 1] > 1 - uncapped[:8, 0] + 1e-3).any()
-    with pytest.raises(ValueError, match="no_finding"):
-        LearningToVote(num_sets=4, feature_dim=4, num_outputs=2, variant="paper", no_finding=1)
+    for bad in (dict(multiclass=True, no_finding=1), dict(no_finding=2)):  # one-hot data; no output 2
+        with pytest.raises(ValueError, match="no_finding"):
+            AnchoredVote(num_sets=4, feature_dim=4, num_outputs=2, **bad)

@@ -1,23 +1,16 @@
-"""Label strategies: how a batch's M label sets become one training loss.
-
-Every strategy is an ``nn.Module`` with one entry point,
-``forward(batch, logits, features, network) -> StrategyOutput``, so the trainer never branches
-on which one it runs. Strategies with learnable parameters (the vote head, confusion matrices)
-expose them through :meth:`Strategy.param_groups`, which the optimizer is built from.
+"""The baseline strategies: fixed targets from the label sets, fitted targets, and confusion matrices.
 
 * ``single`` — one named label set.
 * ``majority`` — majority vote; ties broken at random per iteration (as the paper does), or set to 1
   (``ties="positive"``), or left out (``"nan"``).
 * ``mean`` — the soft average of the available label sets.
-* ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit), fitted once before training.
+* ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit, imported only when fitted), fitted once before training.
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
 * ``consensus`` — only the entries where the sets confidently agree (unanimous by default).
-* ``l2v`` — learning-to-vote (:mod:`l2v_monai.vote`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,73 +19,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from l2v_monai import vote as v
-from l2v_monai.data.validation import stack_labels
+from l2v_monai.strategies.base import TARGET_KEY, Strategy, StrategyOutput
 
 __all__ = [
-    "StrategyOutput",
-    "Strategy",
+    "MAJORITY_TIES",
+    "NOISY_TARGETS",
+    "majority_vote",
+    "noisy_target",
     "SingleLabelSet",
     "MajorityVote",
     "MeanLabel",
     "FittedTargets",
     "DawidSkene",
     "ConfusionMatrices",
+    "consensus_targets",
     "Consensus",
-    "LearningToVote",
-    "STRATEGIES",
-    "build_strategy",
-    "attach_targets",
-    "majority_vote",
-    "noisy_target",
 ]
-
-
-@dataclass
-class StrategyOutput:
-    """What a strategy returns for one batch.
-
-    ``target`` (``B × N``, NaN where undefined, detached) is exactly the label the model's loss
-    trained toward: ``loss == masked_bce(logits, target)`` (or the soft CE for one-hot data) for the
-    fixed-target strategies and ``l2v`` paper; ``extras["model_loss"]`` is that loss for anchored
-    ``l2v`` (whose total adds the vote's terms); for ``cm`` the gradient of the loss in the logits is
-    that of a weighted CE against ``target`` (see :class:`ConfusionMatrices`).
-    ``weights`` the vote weights when the strategy votes; ``extras`` the loss's named terms as
-    detached scalars (``model_loss``, ``vote_loss``, ``probe_loss``, ``annotator_loss``...), for logging.
-    """
-
-    loss: torch.Tensor
-    target: torch.Tensor
-    weights: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class Strategy(nn.Module):
-    """Base class. ``multiclass`` means one-hot label sets (the CIFAR proof of concept)."""
-
-    #: Name used in configs and results.
-    name: str = "strategy"
-
-    def __init__(self, multiclass: bool = False) -> None:
-        super().__init__()
-        self.multiclass = multiclass
-
-    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups: the network's, plus the strategy's own when it has any."""
-        groups: list[dict[str, Any]] = [{"params": [p for p in network.parameters() if p.requires_grad], "lr": lr}]
-        own = [p for p in self.parameters() if p.requires_grad]
-        if own:
-            groups.append({"params": own, "lr": lr})
-        return groups
-
-    def aggregate(self, labels: np.ndarray) -> np.ndarray | None:
-        """Dataset-level targets (``S × N``) fitted once before training, or None for on-the-fly strategies."""
-        return None
-
-    def forward(self, batch: dict, logits: torch.Tensor, features: torch.Tensor, network: nn.Module) -> StrategyOutput:
-        raise NotImplementedError
-
-    def _fixed_target_output(self, logits: torch.Tensor, target: torch.Tensor) -> StrategyOutput:
-        return StrategyOutput(loss=v.masked_bce(logits, target), target=target.detach())
 
 
 #: Tie rules of :func:`majority_vote`: a fresh coin per call, ties → 1 (multi-label only), or NaN.
@@ -177,7 +119,7 @@ class SingleLabelSet(Strategy):
             label_set = list(label_sets).index(label_set)
         self.index = int(label_set)
 
-    def forward(self, batch, logits, features, network):
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
         return self._fixed_target_output(logits, batch["labels"][:, self.index])
 
 
@@ -196,7 +138,7 @@ class MajorityVote(Strategy):
         self.ties = ties
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, batch, logits, features, network):
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
         return self._fixed_target_output(logits, majority_vote(batch["labels"], self.multiclass, self.generator, self.ties))
 
 
@@ -205,7 +147,7 @@ class MeanLabel(Strategy):
 
     name = "mean"
 
-    def forward(self, batch, logits, features, network):
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
         labels = batch["labels"]
         uniform = torch.full(labels.shape[:2], 1.0 / labels.shape[1], device=labels.device)
         ybar, valid = v.vote(uniform, labels)
@@ -214,32 +156,28 @@ class MeanLabel(Strategy):
 
 class FittedTargets(Strategy):
     """A strategy whose targets are fitted once, before training (:meth:`aggregate`), and travel
-    with the data items under ``target_key`` (see :func:`attach_targets`); the step only reads them."""
+    with the data items under ``target`` (see :func:`~l2v_monai.strategies.attach_targets`); the step only reads them."""
 
-    def __init__(self, multiclass: bool = False, target_key: str = "target") -> None:
-        super().__init__(multiclass)
-        self.target_key = target_key
-
-    def forward(self, batch, logits, features, network):
-        if self.target_key not in batch:
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
+        if TARGET_KEY not in batch:
             raise KeyError(
-                f"{self.name} needs batch[{self.target_key!r}]: build the training data with "
+                f"{self.name} needs batch[{TARGET_KEY!r}]: build the training data with "
                 "l2v_monai.strategies.attach_targets(items, strategy) so the fitted targets travel with the items"
             )
-        return self._fixed_target_output(logits, batch[self.target_key].float())
+        return self._fixed_target_output(logits, batch[TARGET_KEY].float())
 
 
 class DawidSkene(FittedTargets):
     """Dawid–Skene (1979) via crowd-kit, fitted once on the whole training set (per finding when multi-label).
 
-    The fitted targets travel with the data items (key ``target``, see :func:`attach_targets`);
+    The fitted targets travel with the data items (key ``target``, see :func:`~l2v_monai.strategies.attach_targets`);
     the training step only reads them.
     """
 
     name = "dawid_skene"
 
-    def __init__(self, multiclass: bool = False, n_iter: int = 100, target_key: str = "target") -> None:
-        super().__init__(multiclass, target_key)
+    def __init__(self, multiclass: bool = False, n_iter: int = 100) -> None:
+        super().__init__(multiclass)
         self.n_iter = n_iter
 
     def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -345,7 +283,7 @@ class ConfusionMatrices(Strategy):
             {"params": [self.rho], "lr": self.lr if self.lr is not None else lr},
         ]
 
-    def forward(self, batch, logits, features, network):
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
         labels = batch["labels"]
         values, mask = v.split_labels(labels)
         a = self.matrices()
@@ -432,232 +370,16 @@ class Consensus(FittedTargets):
     """Train only where the label sets confidently agree (:func:`consensus_targets`); the rest is masked.
 
     The strongest label-only baseline on the multi-label testbed: no guess on a contested entry is
-    better than a coin flip there. With the defaults it is the anchor the ``l2v`` anchored
-    variant starts from, so it shows what the vote adds on the contested entries.
+    better than a coin flip there. Its defaults (unanimous entries) were the anchored vote's anchor
+    before issue 11; with ``consensus="dawid_skene", min_confidence=0.999`` it is today's anchor, so
+    it shows what the vote adds on the contested entries.
     """
 
     name = "consensus"
 
-    def __init__(
-        self, multiclass: bool = False, consensus: str = "majority", min_confidence: float = 1.0, target_key: str = "target"
-    ) -> None:
-        super().__init__(multiclass, target_key)
+    def __init__(self, multiclass: bool = False, consensus: str = "majority", min_confidence: float = 1.0) -> None:
+        super().__init__(multiclass)
         self.consensus, self.min_confidence = consensus, min_confidence
 
     def aggregate(self, labels: np.ndarray) -> np.ndarray:
         return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
-
-
-class LearningToVote(Strategy):
-    """Learning-to-vote: virtual steps per label set → per-sample vote → refined labels (Alg. 1).
-
-    ``variant="paper"`` is the method as written: feedback ``F_m`` (GAP features under ``θ_m``),
-    ``w = softmax(W_attn Cat(F_m) + b)`` with one weight per set, ``ỹ = sigmoid(k(Σ w_m y_m − T))``
-    and the loss ``L_C(ŷ, ỹ)`` back-propagated into θ and the vote head (ỹ not detached, Eq. 4–6).
-
-    ``variant="anchored"`` keeps the virtual steps and the per-sample vote but scores each
-    (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight per set *per finding*
-    for multi-label data) and trains the model on the refined labels (hard decisions by default,
-    ``refined="soft"`` for the mixture; softmax CE for one-hot data). The vote never sees the
-    model's loss; what trains it is ``vote_objective``:
-
-    * ``"meta"``: the bilevel objective :func:`~l2v_monai.vote.head_meta_loss`, a virtual step
-      on the refined labels scored on other samples' confident consensus labels;
-    * ``"probe"``: an :class:`~l2v_monai.vote.AnchorProbe` (a linear classifier on the features,
-      fitted to the consensus labels only) joins the vote's input, and the vote is trained to
-      agree with the consensus where a sample has one and with the probe where it has none
-      (:func:`~l2v_monai.vote.anchor_agreement_loss`).
-
-    ``k`` and ``threshold`` are unused there: no binarization, so no all-zero targets.
-    """
-
-    name = "l2v"
-    VARIANTS = ("paper", "anchored")
-    VOTE_OBJECTIVES = ("meta", "probe")
-
-    def __init__(
-        self,
-        num_sets: int,
-        feature_dim: int,
-        num_outputs: int,
-        multiclass: bool = False,
-        alpha: float = 0.2,
-        k: float = 50.0,
-        threshold: float = 0.5,
-        feedback: str = "features",
-        variant: str = "paper",
-        vote_lr: float | None = None,
-        consensus: str = "dawid_skene",
-        min_confidence: float = 0.9,
-        meta_step: float = 1.0,
-        hidden: int = 64,
-        refined: str = "hard",
-        vote_objective: str = "meta",
-        target_key: str = "target",
-        seed: int = 0,
-        no_finding: int | None = None,
-        no_finding_ignores: Sequence[int] = (),
-        inputs: Sequence[str] = v.VOTE_INPUTS,
-    ) -> None:
-        super().__init__(multiclass)
-        if variant not in self.VARIANTS:
-            raise ValueError(f"unknown l2v variant {variant!r}; choose one of {self.VARIANTS}")
-        if feedback not in v.FEEDBACKS:
-            raise ValueError(f"unknown feedback {feedback!r}; choose one of {sorted(v.FEEDBACKS)}")
-        if variant == "paper" and feedback == "none":
-            raise ValueError("the paper variant votes from the virtual steps' feedback alone; feedback='none' is for 'anchored'")
-        self.alpha, self.k, self.threshold = alpha, k, threshold
-        self.feedback, self.variant, self.vote_lr = feedback, variant, vote_lr
-        self.consensus, self.min_confidence, self.meta_step = consensus, min_confidence, meta_step
-        if refined not in ("hard", "soft"):
-            raise ValueError(f"refined must be 'hard' or 'soft', got {refined!r}")
-        self.refined = refined
-        if vote_objective not in self.VOTE_OBJECTIVES:
-            raise ValueError(f"unknown vote_objective {vote_objective!r}; choose one of {self.VOTE_OBJECTIVES}")
-        self.vote_objective = vote_objective
-        self.target_key = target_key
-        if no_finding is not None and (multiclass or variant != "anchored" or not 0 <= no_finding < num_outputs):
-            raise ValueError(f"no_finding={no_finding!r} needs the anchored variant on multi-label data and an output index "
-                             f"in [0, {num_outputs})")
-        #: "No Finding"'s output index: its refined label is capped by the other findings' (None: off).
-        self.no_finding, self.no_finding_ignores = no_finding, tuple(int(j) for j in no_finding_ignores)
-        probe = variant == "anchored" and vote_objective == "probe"
-        if variant == "paper":
-            self.head: nn.Module = v.VoteHead(num_sets, feature_dim, num_outputs)
-        else:
-            per_output = 1 if multiclass else num_outputs
-            #: Which parts of (sample, set) the vote reads (:data:`~l2v_monai.vote.VOTE_INPUTS`); ablations drop some.
-            self.inputs = v.check_inputs(inputs)
-            self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe, self.inputs),
-                                    per_output, hidden)
-        # A module attribute, so it is checkpointed with the vote and trained at the vote's rate.
-        self.probe = v.AnchorProbe(feature_dim, num_outputs) if probe else None
-        self.generator = torch.Generator().manual_seed(seed)
-        #: Set by the trainer under AMP so inner gradients are taken on the scaled loss.
-        self.grad_scale = 1.0
-
-    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return [
-            {"params": [p for p in network.parameters() if p.requires_grad], "lr": lr},
-            {"params": list(self.head.parameters()) + (list(self.probe.parameters()) if self.probe is not None else []),
-             "lr": self.vote_lr if self.vote_lr is not None else lr},
-        ]
-
-    def aggregate(self, labels: np.ndarray) -> np.ndarray | None:
-        """The anchored variant's consensus labels, fitted once; the paper variant needs none."""
-        if self.variant == "paper":
-            return None
-        return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
-
-    def forward(self, batch, logits, features, network):
-        labels = batch["labels"]
-        feedback = v.virtual_step_feedback(
-            self.feedback, network, batch["image"], batch.get("report_embedding"), logits, features, labels,
-            self.alpha, self.grad_scale,
-        )
-        if self.variant == "paper":
-            weights = self.head(feedback)
-            ybar, valid = v.vote(weights, labels)
-            target = v.binarize(ybar, self.k, self.threshold)
-            loss = v.masked_bce(logits, target, valid)
-            # ỹ stays in the graph (Eq. 4–6): this one loss trains both the model and the vote.
-            extras: dict[str, torch.Tensor] = {"model_loss": loss.detach()}
-        else:
-            if self.target_key not in batch:
-                raise KeyError(
-                    f"l2v (anchored) needs batch[{self.target_key!r}], the consensus labels: build the training data "
-                    "with l2v_monai.strategies.attach_targets(items, strategy)"
-                )
-            _, mask = v.split_labels(labels)
-            set_mask = mask[..., :1] if self.multiclass else mask
-            anchor = batch[self.target_key].float()
-            probe_logits = self.probe(features) if self.probe is not None else None
-            descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits, self.inputs)
-            weights = self.head(descriptors, set_mask)
-            weights = weights[..., 0] if self.multiclass else weights
-            ybar, valid = v.vote(weights, labels)
-            # The model learns from the refined labels; the vote learns only from the anchor.
-            # "hard" takes the vote's decision (argmax, or ȳ ≥ 0.5 per finding): a soft mixture of
-            # structured-noise labels teaches the model the noise structure along with the class.
-            model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
-            if self.no_finding is not None:
-                model_target = v.no_finding_consistent(model_target, self.no_finding, self.no_finding_ignores)
-            model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
-            extras = {"model_loss": model_loss.detach()}
-            if self.probe is None:
-                vote_loss = v.head_meta_loss(
-                    network.head, features, ybar, valid, anchor, self.multiclass, self.meta_step, self.generator
-                )
-                extras["meta_loss"] = vote_loss.detach()
-            else:
-                # The probe learns from the anchors; the vote learns to agree with the anchor where a
-                # sample has one and with the probe where it has none.
-                probe_loss = self.probe.loss(probe_logits, anchor, self.multiclass)
-                agreement = v.anchor_agreement_loss(ybar, valid, anchor, probe_logits, self.multiclass)
-                vote_loss = probe_loss + agreement
-                extras.update(probe_loss=probe_loss.detach(), agreement_loss=agreement.detach())
-            extras["vote_loss"] = vote_loss.detach()
-            loss = model_loss + vote_loss
-            # The label the model loss trained toward (hardened when refined="hard"), not the mixture.
-            target = model_target
-        shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
-        return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach(), extras=extras)
-
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, LearningToVote)
-}
-
-
-def build_strategy(
-    name: str,
-    *,
-    num_sets: int,
-    num_outputs: int,
-    feature_dim: int,
-    multiclass: bool = False,
-    label_sets: Sequence[str] | None = None,
-    options: dict[str, dict[str, Any]] | None = None,
-) -> Strategy:
-    """Build the strategy selected by one config key (``label_strategy``).
-
-    ``options`` maps a strategy name to its keyword arguments, so a bundle config keeps every
-    strategy's settings side by side and switching strategy is a one-key change.
-    """
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown label_strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    kwargs = dict((options or {}).get(name, {}))
-    kwargs["multiclass"] = multiclass
-    if name == "single":
-        kwargs.setdefault("label_sets", label_sets)
-    if name in ("cm", "l2v"):
-        kwargs.update(num_sets=num_sets, num_outputs=num_outputs)
-    if name == "l2v":
-        kwargs["feature_dim"] = feature_dim
-    return STRATEGIES[name](**kwargs)
-
-
-def attach_targets(
-    items: list[dict],
-    strategy: Strategy,
-    labels_key: str = "labels",
-    target_key: str = "target",
-    num_sets: int | None = None,
-    num_outputs: int | None = None,
-    split: str = "training",
-) -> list[dict]:
-    """Return the items with dataset-level targets attached when the strategy fits them (Dawid–Skene).
-
-    For on-the-fly strategies the items are returned unchanged. Fitting happens here, once,
-    before training, so the training step never re-aggregates the dataset. Every item's labels are
-    checked first (``num_sets × num_outputs`` when given, values in [0, 1] or null): a bad item is
-    a ``LabelValueError`` naming it by split, index and image, not a bare numpy error.
-    """
-    if not items:
-        return items
-    stacked = stack_labels(items, labels_key, (num_sets, num_outputs), split=split)
-    targets = strategy.aggregate(stacked)
-    if targets is None:
-        return items
-    return [{**it, target_key: t} for it, t in zip(items, targets)]

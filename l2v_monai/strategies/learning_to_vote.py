@@ -1,0 +1,261 @@
+"""Learning-to-vote as strategies: one class per vote variant, the math in :mod:`l2v_monai.vote`.
+
+* :class:`PaperVote` (``variant: "paper"``) — the method as written in the paper, the faithful
+  reproduction; its defaults are the paper's.
+* :class:`AnchoredVote` (``variant: "anchored"``) — the bundle's default vote; its defaults are the
+  ``strategy_options#l2v`` block of ``train.json`` and ``cifar10.json``.
+
+A config picks one with its ``variant`` key (:func:`vote_from_options`, called by
+:func:`~l2v_monai.strategies.build_strategy`), so switching variant is a one-key change.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from l2v_monai import vote as v
+from l2v_monai.strategies.base import TARGET_KEY, Strategy, StrategyOutput
+from l2v_monai.strategies.baselines import consensus_targets
+
+__all__ = ["LearningToVote", "PaperVote", "AnchoredVote", "VOTE_VARIANTS", "vote_from_options"]
+
+logger = logging.getLogger(__name__)
+
+
+class LearningToVote(Strategy):
+    """What both variants share: virtual-step feedback per label set, a per-sample vote, its own learning rate.
+
+    ``feedback`` names the per-set feedback of :func:`~l2v_monai.vote.virtual_step_feedback`
+    (virtual steps of size ``alpha``); the vote's parameters train at ``vote_lr`` (None: the
+    network's rate).
+    """
+
+    name = "l2v"
+    #: The config's ``variant`` value for this class.
+    variant = ""
+
+    def __init__(self, multiclass: bool, alpha: float, feedback: str, vote_lr: float | None) -> None:
+        super().__init__(multiclass)
+        if feedback not in v.FEEDBACKS:
+            raise ValueError(f"unknown feedback {feedback!r}; choose one of {sorted(v.FEEDBACKS)}")
+        self.alpha, self.feedback, self.vote_lr = alpha, feedback, vote_lr
+
+    def vote_parameters(self) -> list[nn.Parameter]:
+        """The parameters trained at ``vote_lr``."""
+        return list(self.head.parameters())
+
+    def param_groups(self, network: nn.Module, lr: float) -> list[dict[str, Any]]:
+        return [
+            {"params": [p for p in network.parameters() if p.requires_grad], "lr": lr},
+            {"params": self.vote_parameters(), "lr": self.vote_lr if self.vote_lr is not None else lr},
+        ]
+
+    def set_feedback(
+        self, batch: dict, logits: torch.Tensor, features: torch.Tensor, network: nn.Module, grad_scale: float
+    ) -> torch.Tensor:
+        """Each label set's feedback ``F_m`` (``B × M × D``, detached)."""
+        return v.virtual_step_feedback(
+            self.feedback, network, batch["image"], batch.get("report_embedding"), logits, features, batch["labels"],
+            self.alpha, grad_scale,
+        )
+
+    @staticmethod
+    def _output(
+        loss: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor, extras: dict[str, torch.Tensor]
+    ) -> StrategyOutput:
+        shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
+        return StrategyOutput(loss=loss, target=shown.detach(), weights=weights.detach(), extras=extras)
+
+
+class PaperVote(LearningToVote):
+    """The paper's learning-to-vote (§3.2, Algorithm 1), as written: the faithful reproduction.
+
+    Feedback ``F_m`` (GAP features under ``θ_m``, Eq. 1), ``w = softmax(W_attn Cat(F_m) + b)`` with
+    one weight per set (Eq. 2), ``ỹ = sigmoid(k(Σ w_m y_m − T))`` (Eq. 3) and the loss ``L_C(ŷ, ỹ)``
+    back-propagated into θ and the vote head (ỹ not detached, Eq. 4–6). The defaults are the
+    paper's: α = 0.2, k = 50, T = 0.5, feature feedback, the vote at the network's learning rate.
+    ``feedback="gradients"`` is the paper's alternative feedback.
+    """
+
+    variant = "paper"
+
+    def __init__(
+        self,
+        num_sets: int,
+        feature_dim: int,
+        multiclass: bool = False,
+        alpha: float = 0.2,
+        k: float = 50.0,
+        threshold: float = 0.5,
+        feedback: str = "features",
+        vote_lr: float | None = None,
+    ) -> None:
+        super().__init__(multiclass, alpha, feedback, vote_lr)
+        if feedback == "none":
+            raise ValueError("the paper's vote reads the virtual steps' feedback alone; feedback='none' is for the anchored vote")
+        self.k, self.threshold = k, threshold
+        self.head = v.VoteHead(num_sets, feature_dim)
+
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
+        feedback = self.set_feedback(batch, logits, features, network, grad_scale)
+        weights = self.head(feedback)
+        ybar, valid = v.vote(weights, batch["labels"])
+        target = v.binarize(ybar, self.k, self.threshold)
+        loss = v.masked_bce(logits, target, valid)
+        # ỹ stays in the graph (Eq. 4–6): this one loss trains both the model and the vote.
+        return self._output(loss, target, valid, weights, {"model_loss": loss.detach()})
+
+
+class AnchoredVote(LearningToVote):
+    """The bundle's default vote: per-sample, per-finding weights that cannot win by confirming the model.
+
+    It keeps the paper's structure (label sets → a per-sample vote → refined labels that train the
+    model) but scores each (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight
+    per set *per finding* for multi-label data) and trains the model on the refined labels (the
+    vote's decisions with ``refined="hard"``, the mixture with ``"soft"``; softmax CE for one-hot
+    data). The vote never sees the model's loss; what trains it is ``vote_objective``:
+
+    * ``"probe"`` (default): an :class:`~l2v_monai.vote.AnchorProbe` (a linear classifier on the
+      detached features, fitted to the anchor labels only) joins the vote's input, and the vote
+      learns to agree with the anchor where a sample has one and with the probe where it has none
+      (:func:`~l2v_monai.vote.anchor_agreement_loss`);
+    * ``"meta"``: the bilevel objective :func:`~l2v_monai.vote.head_meta_loss`, a virtual step of
+      the classifier head on the refined labels scored on other samples' anchor labels.
+
+    The anchor is :func:`~l2v_monai.strategies.consensus_targets` (``consensus``,
+    ``min_confidence``), fitted once before training. ``feedback="none"`` (default) skips the
+    virtual steps; ``inputs`` keeps a subset of the vote's input (the ablations); ``no_finding``
+    caps the refined "No Finding" output by the other findings (:func:`~l2v_monai.vote.no_finding_consistent`).
+    ``seed`` seeds the meta objective's batch split. The defaults are the ``strategy_options#l2v``
+    block of ``train.json`` and ``cifar10.json``.
+    """
+
+    variant = "anchored"
+    VOTE_OBJECTIVES = ("meta", "probe")
+    #: The size of the classifier head's virtual step in the meta objective.
+    META_STEP = 1.0
+    #: The width of the vote's :class:`~l2v_monai.vote.SetScorer`.
+    HIDDEN = 64
+
+    def __init__(
+        self,
+        num_sets: int,
+        feature_dim: int,
+        num_outputs: int,
+        multiclass: bool = False,
+        vote_objective: str = "probe",
+        consensus: str = "dawid_skene",
+        min_confidence: float = 0.999,
+        refined: str = "hard",
+        feedback: str = "none",
+        vote_lr: float | None = 0.01,
+        alpha: float = 0.2,
+        inputs: Sequence[str] = v.VOTE_INPUTS,
+        no_finding: int | None = None,
+        no_finding_ignores: Sequence[int] = (),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(multiclass, alpha, feedback, vote_lr)
+        self.consensus, self.min_confidence = consensus, min_confidence
+        if refined not in ("hard", "soft"):
+            raise ValueError(f"refined must be 'hard' or 'soft', got {refined!r}")
+        self.refined = refined
+        if vote_objective not in self.VOTE_OBJECTIVES:
+            raise ValueError(f"unknown vote_objective {vote_objective!r}; choose one of {self.VOTE_OBJECTIVES}")
+        self.vote_objective = vote_objective
+        if no_finding is not None and (multiclass or not 0 <= no_finding < num_outputs):
+            raise ValueError(f"no_finding={no_finding!r} needs multi-label data and an output index in [0, {num_outputs})")
+        #: "No Finding"'s output index: its refined label is capped by the other findings' (None: off).
+        self.no_finding, self.no_finding_ignores = no_finding, tuple(int(j) for j in no_finding_ignores)
+        probe = vote_objective == "probe"
+        per_output = 1 if multiclass else num_outputs
+        #: Which parts of (sample, set) the vote reads (:data:`~l2v_monai.vote.VOTE_INPUTS`); ablations drop some.
+        self.inputs = v.check_inputs(inputs)
+        self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe, self.inputs),
+                                per_output, self.HIDDEN)
+        # A module attribute, so it is checkpointed with the vote and trained at the vote's rate.
+        self.probe = v.AnchorProbe(feature_dim, num_outputs) if probe else None
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def vote_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters()) + (list(self.probe.parameters()) if self.probe is not None else [])
+
+    def aggregate(self, labels: np.ndarray) -> np.ndarray:
+        """The anchor labels, fitted once before training."""
+        return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
+
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
+        if TARGET_KEY not in batch:
+            raise KeyError(
+                f"the anchored vote needs batch[{TARGET_KEY!r}], the anchor labels: build the training data "
+                "with l2v_monai.strategies.attach_targets(items, strategy)"
+            )
+        labels = batch["labels"]
+        feedback = self.set_feedback(batch, logits, features, network, grad_scale)
+        _, mask = v.split_labels(labels)
+        set_mask = mask[..., :1] if self.multiclass else mask
+        anchor = batch[TARGET_KEY].float()
+        probe_logits = self.probe(features) if self.probe is not None else None
+        descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits, self.inputs)
+        weights = self.head(descriptors, set_mask)
+        weights = weights[..., 0] if self.multiclass else weights
+        ybar, valid = v.vote(weights, labels)
+        # The model learns from the refined labels; the vote learns only from the anchor.
+        # "hard" takes the vote's decision (argmax, or ȳ ≥ 0.5 per finding): a soft mixture of
+        # structured-noise labels teaches the model the noise structure along with the class.
+        model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
+        if self.no_finding is not None:
+            model_target = v.no_finding_consistent(model_target, self.no_finding, self.no_finding_ignores)
+        model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
+        extras = {"model_loss": model_loss.detach()}
+        if self.probe is None:
+            vote_loss = v.head_meta_loss(
+                network.head, features, ybar, valid, anchor, self.multiclass, self.META_STEP, self.generator
+            )
+            extras["meta_loss"] = vote_loss.detach()
+        else:
+            # The probe learns from the anchors; the vote learns to agree with the anchor where a
+            # sample has one and with the probe where it has none.
+            probe_loss = self.probe.loss(probe_logits, anchor, self.multiclass)
+            agreement = v.anchor_agreement_loss(ybar, valid, anchor, probe_logits, self.multiclass)
+            vote_loss = probe_loss + agreement
+            extras.update(probe_loss=probe_loss.detach(), agreement_loss=agreement.detach())
+        extras["vote_loss"] = vote_loss.detach()
+        # The label the model loss trained toward (hardened when refined="hard"), not the mixture.
+        return self._output(model_loss + vote_loss, model_target, valid, weights, extras)
+
+
+#: The config's ``variant`` → its class.
+VOTE_VARIANTS: dict[str, type[LearningToVote]] = {cls.variant: cls for cls in (PaperVote, AnchoredVote)}
+
+
+def _takes(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def vote_from_options(variant: str = AnchoredVote.variant, **kwargs: Any) -> LearningToVote:
+    """The vote named by ``variant`` (``"anchored"`` when absent), built from one ``strategy_options#l2v`` block.
+
+    The block may hold the other variant's settings too (``--strategy_options#l2v#variant paper``
+    switches a block written for the anchored vote): those are left out, and named in the log. A key
+    that no variant takes is an error.
+    """
+    if variant not in VOTE_VARIANTS:
+        raise ValueError(f"unknown l2v variant {variant!r}; choose one of {sorted(VOTE_VARIANTS)}")
+    cls = VOTE_VARIANTS[variant]
+    known = set().union(*(_takes(c) for c in VOTE_VARIANTS.values()))
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        options = sorted(known - {"num_sets", "feature_dim", "num_outputs", "multiclass"})
+        raise ValueError(f"unknown l2v option(s) {unknown}; the variants take {options} and 'variant'")
+    takes = _takes(cls)
+    unused = sorted(set(kwargs) - takes - {"num_outputs"})
+    if unused:
+        logger.info("l2v variant %r does not use option(s) %s (the other variant's); left out", variant, unused)
+    return cls(**{key: value for key, value in kwargs.items() if key in takes})

@@ -26,7 +26,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from l2v_monai.bundle_scripts.networks import (
+from l2v_monai.bundle_scripts import networks as _bundle_networks
+from l2v_monai.bundle_scripts.networks import (  # noqa: F401  re-exported: the bundle's network
     IMAGENET,
     RESNET50_FEATURES,
     ResNet50Classifier,
@@ -82,13 +83,4 @@ class SmallCNN(nn.Module):
         return self.head(self.features(image, report_embedding))
 
 
-__all__ = [
-    "IMAGENET",
-    "RESNET50_FEATURES",
-    "ResNet50Classifier",
-    "SmallCNN",
-    "adapt_first_conv",
-    "find_cached_imagenet_resnet50",
-    "load_resnet50_trunk_weights",
-    "report_branch",
-]
+__all__ = ["SmallCNN", *_bundle_networks.__all__]

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
 from PIL import Image
 
+from l2v_monai.bundle_scripts.reader import UNREADABLE_META_KEY, ChestXrayReader, mark_unreadable
 from l2v_monai.data.transforms import (
     ImageDecodeError,
     LabelSetsToTensord,
@@ -276,6 +278,51 @@ def test_constant_image_is_an_error(tmp_path):
 def test_loader_rejects_non_paths():
     with pytest.raises(TypeError, match="file path"):
         LoadChestXrayd()({"image": np.zeros((4, 4))})
+
+
+# --- the MONAI ImageReader ------------------------------------------------------------------------
+
+
+def _load_with_reader(reader: ChestXrayReader) -> Compose:
+    return Compose([LoadImaged("image", reader=reader, image_only=True), EnsureChannelFirstd("image")])
+
+
+def test_reader_in_loadimaged_gives_the_decoder_output_channel_first(tmp_path):
+    dicom = write_dicom(tmp_path / "m1.dcm", ramp(top=4095), 12, photometric="MONOCHROME1", window=(1500, 2000))
+    png = tmp_path / "ramp.png"
+    Image.fromarray(ramp(top=255).astype(np.uint8)).save(png)
+    for path in (dicom, png):
+        image = _load_with_reader(ChestXrayReader())({"image": str(path)})["image"]
+        assert tuple(image.shape) == (1, 40, 30)  # rows stay the height: no (x, y) transpose
+        np.testing.assert_array_equal(image[0].numpy(), read_chest_xray(path))
+        assert image.meta["filename_or_obj"] == str(path)
+        assert "TEST-SECRET-ID-4711" not in repr(dict(image.meta))
+    reader = ChestXrayReader()
+    assert reader.verify_suffix("a/b.DCM") and reader.verify_suffix(["x.png", "y.jpeg"])
+    assert not reader.verify_suffix("scan.nii.gz")
+
+
+def test_reader_raises_the_decode_error_rather_than_fall_back_to_other_readers(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageDecodeError, match=r"bad\.png.*unreadable image"):
+        LoadImaged("image", reader=ChestXrayReader(), image_only=True)({"image": str(bad)})
+
+
+def test_mark_unreadable_marks_a_stand_in_and_leaves_the_original_strict(tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
+    Image.fromarray(ramp(top=255).astype(np.uint8)).save(good)
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    strict = Compose([*_load_with_reader(ChestXrayReader()).transforms, Resized("image", (8, 8), mode="area")])
+    marked = mark_unreadable(strict)
+    stand_in = marked({"image": str(bad)})["image"]
+    assert tuple(stand_in.shape) == (1, 8, 8) and stand_in.meta[UNREADABLE_META_KEY].startswith("unreadable image")
+    assert marked({"image": str(good)})["image"].meta[UNREADABLE_META_KEY] == ""
+    with pytest.raises(RuntimeError) as raised:  # Compose wraps the step's error
+        strict({"image": str(bad)})
+    assert isinstance(raised.value.__cause__, ImageDecodeError)
+    with pytest.raises(ValueError, match="no LoadImaged step with a ChestXrayReader"):
+        mark_unreadable(Compose([EnsureChannelFirstd("image")]))
 
 
 # --- labels --------------------------------------------------------------------------------------

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 from l2v_monai.data.validation import stack_labels
 from l2v_monai.strategies import base, baselines, learning_to_vote
-from l2v_monai.strategies.base import TARGET_KEY, Strategy, StrategyOutput
+from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import (
     MAJORITY_TIES,
     NOISY_TARGETS,
@@ -94,7 +96,10 @@ def attach_targets(
     """Return the items with dataset-level targets attached (key ``target``) when the strategy fits them.
 
     For on-the-fly strategies the items are returned unchanged. Fitting happens here, once,
-    before training, so the training step never re-aggregates the dataset. Every item's labels are
+    before training, so the training step never re-aggregates the dataset. Items with hand labels
+    (``label``, N values, null = none; :func:`hand_labels`) make a trusted set: their values replace
+    the fitted targets where present, and every item then carries ``label`` as float32 (NaN = none)
+    so that each training step trusts them too; without hand labels nothing changes. Every item's labels are
     checked first (``num_sets × num_outputs`` when given, values in [0, 1] or null): a bad item is
     a ``LabelValueError`` naming it by split, index and image, not a bare numpy error.
     """
@@ -102,6 +107,32 @@ def attach_targets(
         return items
     stacked = stack_labels(items, labels_key, (num_sets, num_outputs), split=split)
     targets = strategy.aggregate(stacked)
+    hand = hand_labels(items, stacked.shape[2], split)
+    if hand is not None:
+        # A trusted set: the hand label wins where present, in the fitted targets (Dawid–Skene, the
+        # consensus, the vote's anchor) and, through the batch's "label", in every strategy's step.
+        # Every item carries the key (NaN where none), so that any batch collates.
+        if targets is not None:
+            targets = np.where(np.isnan(hand), targets, hand).astype(np.float32)
+        items = [{**it, HAND_KEY: h} for it, h in zip(items, hand)]
     if targets is None:
         return items
     return [{**it, TARGET_KEY: t} for it, t in zip(items, targets)]
+
+
+def hand_labels(items: Sequence[Any], num_outputs: int | None = None, split: str = "training") -> np.ndarray | None:
+    """The items' hand labels (their ``label``, ``S × N`` float32, NaN = none), or None when no item has one.
+
+    Items without the key, or with ``null``, have none. A malformed hand label (a shape other than
+    ``N``, a value outside [0, 1]) is a ``LabelValueError`` naming the item by split, index and image.
+    """
+    present = [it.get(HAND_KEY) is not None for it in items if isinstance(it, dict)]
+    if not any(present):
+        return None
+    if num_outputs is None:
+        num_outputs = len(next(it[HAND_KEY] for it in items if it.get(HAND_KEY) is not None))
+    blank = [None] * num_outputs
+    filled = [{"image": it.get("image") if isinstance(it.get("image"), str) else None,
+               HAND_KEY: it[HAND_KEY] if it.get(HAND_KEY) is not None else blank} for it in items]
+    hand = stack_labels(filled, HAND_KEY, (num_outputs,), split=split)
+    return None if np.isnan(hand).all() else hand

@@ -11,11 +11,25 @@ import torch.nn as nn
 
 from l2v_monai import vote as v
 
-__all__ = ["StrategyOutput", "Strategy", "TARGET_KEY"]
+__all__ = ["StrategyOutput", "Strategy", "TARGET_KEY", "HAND_KEY", "trust_hand"]
 
 #: The batch key under which dataset-level targets fitted before training travel with the items
 #: (:func:`~l2v_monai.strategies.attach_targets`): Dawid–Skene's labels, the consensus, the vote's anchor.
 TARGET_KEY = "target"
+
+#: The batch key of the hand labels (``B × N``, NaN = none): the datalist's ``label`` field on training
+#: items (written by :mod:`l2v_monai.hand_labels`). Every strategy trusts them: where an entry has a
+#: hand label, that label is the target (and the vote's anchor); elsewhere nothing changes.
+HAND_KEY = "label"
+
+
+def trust_hand(batch: dict, target: torch.Tensor) -> torch.Tensor:
+    """``target`` with the batch's hand labels in place wherever an entry has one (unchanged without any)."""
+    hand = batch.get(HAND_KEY)
+    if hand is None:
+        return target
+    hand = torch.as_tensor(hand, device=target.device).to(target.dtype)
+    return torch.where(torch.isnan(hand), target, hand)
 
 
 @dataclass
@@ -42,7 +56,8 @@ class Strategy(nn.Module):
 
     ``forward(batch, logits, features, network, grad_scale=1.0)``: ``batch`` holds ``image``,
     ``labels`` (``B × M × N``, NaN = missing), the network's extra inputs (``report_embedding``) and
-    the fitted ``target`` when the strategy has one; ``logits`` and ``features`` come from one
+    the fitted ``target`` when the strategy has one, and the hand labels (``label``) when any item
+    has them (:func:`trust_hand`: the hand label is the target where present); ``logits`` and ``features`` come from one
     forward pass; ``network`` is the plain (unwrapped) module. ``grad_scale`` is the AMP loss scale
     the trainer back-propagates with: a strategy that takes gradients of its own (the vote's
     virtual step) scales by it so that fp16 gradients do not underflow; the others ignore it.

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from l2v_monai import vote as v
-from l2v_monai.strategies.base import TARGET_KEY, Strategy, StrategyOutput
+from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 
 __all__ = [
     "MAJORITY_TIES",
@@ -120,7 +120,7 @@ class SingleLabelSet(Strategy):
         self.index = int(label_set)
 
     def forward(self, batch, logits, features, network, grad_scale=1.0):
-        return self._fixed_target_output(logits, batch["labels"][:, self.index])
+        return self._fixed_target_output(logits, trust_hand(batch, batch["labels"][:, self.index]))
 
 
 class MajorityVote(Strategy):
@@ -139,7 +139,8 @@ class MajorityVote(Strategy):
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, batch, logits, features, network, grad_scale=1.0):
-        return self._fixed_target_output(logits, majority_vote(batch["labels"], self.multiclass, self.generator, self.ties))
+        target = majority_vote(batch["labels"], self.multiclass, self.generator, self.ties)
+        return self._fixed_target_output(logits, trust_hand(batch, target))
 
 
 class MeanLabel(Strategy):
@@ -151,7 +152,8 @@ class MeanLabel(Strategy):
         labels = batch["labels"]
         uniform = torch.full(labels.shape[:2], 1.0 / labels.shape[1], device=labels.device)
         ybar, valid = v.vote(uniform, labels)
-        return self._fixed_target_output(logits, torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan"))))
+        target = torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan")))
+        return self._fixed_target_output(logits, trust_hand(batch, target))
 
 
 class FittedTargets(Strategy):
@@ -164,7 +166,9 @@ class FittedTargets(Strategy):
                 f"{self.name} needs batch[{TARGET_KEY!r}]: build the training data with "
                 "l2v_monai.strategies.attach_targets(items, strategy) so the fitted targets travel with the items"
             )
-        return self._fixed_target_output(logits, batch[TARGET_KEY].float())
+        # attach_targets already put the hand labels into the fitted targets; trusting them here too
+        # keeps items built by other means honest.
+        return self._fixed_target_output(logits, trust_hand(batch, batch[TARGET_KEY].float()))
 
 
 class DawidSkene(FittedTargets):
@@ -311,8 +315,23 @@ class ConfusionMatrices(Strategy):
         trace = a.diagonal(dim1=-2, dim2=-1).sum(-1).mean()
         # Σ over annotators of each annotator's mean CE over its observed labels.
         scale = observed / per_set_counts.clamp_min(1.0).view(1, -1, *([1] * (observed.dim() - 2)))
+        # Hand labels are a trusted annotator: where an entry has one, the model learns it directly
+        # (a CE weighted like an entry every set labels) and the noisy sets are left out there.
+        hand, known = self._hand(batch, logits)
+        if known is not None:
+            scale = scale * (~known).to(scale.dtype).unsqueeze(1)
         annotator_loss = (ce * scale).sum()
         loss = annotator_loss + self.trace_weight * trace
+        extras = {"annotator_loss": annotator_loss.detach(), "trace_loss": (self.trace_weight * trace).detach()}
+        if known is not None:
+            entry_weight = (1.0 / per_set_counts.clamp_min(1.0)).sum()
+            if self.multiclass:
+                hand_ce = -(torch.nan_to_num(hand) * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
+            else:
+                hand_ce = F.binary_cross_entropy_with_logits(logits.float(), torch.nan_to_num(hand), reduction="none")
+            hand_loss = entry_weight * (hand_ce * known.to(hand_ce.dtype)).sum()
+            loss = loss + hand_loss
+            extras["hand_loss"] = hand_loss.detach()
         # What the loss trains the model toward: d(loss)/d(logits) = Σ_m scale_m (p − r_m), with
         # r_m = p ⊙ A_m[:, y_m] / (p · A_m[:, y_m]) the posterior of the true label given set m's
         # label alone (the EM identity). So the target is the scale-weighted mean of the r_m and the
@@ -326,9 +345,18 @@ class ConfusionMatrices(Strategy):
             target = (w * r).sum(dim=1) / total.clamp_min(1e-12)
             target = target[..., 1] if posterior_dim == 3 else target
             has = (total[..., 0] if posterior_dim == 3 else total[:, :1]) > 0
-            target = torch.where(has, target, torch.full_like(target, float("nan")))
-        extras = {"annotator_loss": annotator_loss.detach(), "trace_loss": (self.trace_weight * trace).detach()}
+            target = trust_hand(batch, torch.where(has, target, torch.full_like(target, float("nan"))))
         return StrategyOutput(loss=loss, target=target, extras=extras)
+
+    def _hand(self, batch: dict, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The hand labels and where they exist: ``B × N`` entries (multi-label) or ``B`` rows (multi-class)."""
+        hand = batch.get(HAND_KEY)
+        if hand is None:
+            return None, None
+        hand = torch.as_tensor(hand, device=logits.device).float()
+        known = ~torch.isnan(hand)
+        known = known.all(dim=1) if self.multiclass else known
+        return (hand, known) if known.any() else (None, None)
 
 
 def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, multiclass: bool) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from l2v_monai import vote as v
-from l2v_monai.strategies.base import TARGET_KEY, Strategy, StrategyOutput
+from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import consensus_targets
 
 __all__ = ["LearningToVote", "PaperVote", "AnchoredVote", "VOTE_VARIANTS", "vote_from_options"]
@@ -66,6 +66,15 @@ class LearningToVote(Strategy):
         )
 
     @staticmethod
+    def _trusted(batch: dict, target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target with the hand labels in place (:func:`~l2v_monai.strategies.base.trust_hand`), and
+        ``valid`` extended to every hand-labelled entry (one no set labels is still a label)."""
+        if batch.get(HAND_KEY) is None:
+            return target, valid
+        hand = torch.as_tensor(batch[HAND_KEY], device=target.device).to(valid.dtype)
+        return trust_hand(batch, target), torch.where(torch.isnan(hand), valid, torch.ones_like(valid))
+
+    @staticmethod
     def _output(
         loss: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor, extras: dict[str, torch.Tensor]
     ) -> StrategyOutput:
@@ -106,7 +115,8 @@ class PaperVote(LearningToVote):
         feedback = self.set_feedback(batch, logits, features, network, grad_scale)
         weights = self.head(feedback)
         ybar, valid = v.vote(weights, batch["labels"])
-        target = v.binarize(ybar, self.k, self.threshold)
+        # Hand labels replace the vote's label where present (no gradient reaches the vote there).
+        target, valid = self._trusted(batch, v.binarize(ybar, self.k, self.threshold), valid)
         loss = v.masked_bce(logits, target, valid)
         # ỹ stays in the graph (Eq. 4–6): this one loss trains both the model and the vote.
         return self._output(loss, target, valid, weights, {"model_loss": loss.detach()})
@@ -200,7 +210,8 @@ class AnchoredVote(LearningToVote):
         feedback = self.set_feedback(batch, logits, features, network, grad_scale)
         _, mask = v.split_labels(labels)
         set_mask = mask[..., :1] if self.multiclass else mask
-        anchor = batch[TARGET_KEY].float()
+        # Hand labels are anchors (attach_targets put them into the target; trusted again for items built otherwise).
+        anchor = trust_hand(batch, batch[TARGET_KEY].float())
         probe_logits = self.probe(features) if self.probe is not None else None
         descriptors = v.set_descriptors(features, feedback, labels, logits, self.multiclass, probe_logits, self.inputs)
         weights = self.head(descriptors, set_mask)
@@ -212,7 +223,9 @@ class AnchoredVote(LearningToVote):
         model_target = v.harden(ybar.detach(), self.multiclass) if self.refined == "hard" else ybar.detach()
         if self.no_finding is not None:
             model_target = v.no_finding_consistent(model_target, self.no_finding, self.no_finding_ignores)
-        model_loss = v.soft_loss(logits, model_target, valid, self.multiclass)
+        # Where a hand label exists it is the model's target; the vote still learns there (from the anchor).
+        model_target, model_valid = self._trusted(batch, model_target, valid)
+        model_loss = v.soft_loss(logits, model_target, model_valid, self.multiclass)
         extras = {"model_loss": model_loss.detach()}
         if self.probe is None:
             vote_loss = v.head_meta_loss(
@@ -228,7 +241,7 @@ class AnchoredVote(LearningToVote):
             extras.update(probe_loss=probe_loss.detach(), agreement_loss=agreement.detach())
         extras["vote_loss"] = vote_loss.detach()
         # The label the model loss trained toward (hardened when refined="hard"), not the mixture.
-        return self._output(model_loss + vote_loss, model_target, valid, weights, extras)
+        return self._output(model_loss + vote_loss, model_target, model_valid, weights, extras)
 
 
 #: The config's ``variant`` → its class.

@@ -1,0 +1,509 @@
+"""Which training images should a radiologist hand-label first? Rank them, then export the queue.
+
+A hand label is worth most where the label the model trains toward is likely wrong *and* the
+model cannot fix it alone. The candidates for that value are measured, not assumed
+(``scripts/relabel_rounds.py``); each gives a score per (image, finding), higher = more worth a
+hand label, and an image's score aggregates its findings (:data:`AGGREGATES`):
+
+* ``disagreement``: how evenly the label sets split, ``1 − |2·mean − 1|`` over the sets that label
+  the entry (0 unanimous, 1 an even split);
+* ``ds_entropy``: the binary entropy of Dawid–Skene's posterior ``P(y = 1 | labels)``;
+* ``vote_entropy``: the binary entropy of the vote's soft refined label ``ȳ = Σ_m w_m y_m``;
+* ``model_entropy``: the binary entropy of the trained model's probability;
+* ``model_vs_vote``: ``|p − ȳ|``, how far the model's prediction sits from the vote's label;
+* ``activelab``: ``1 −`` cleanlab's ActiveLab score (Goh et al. 2022), per finding as a binary task
+  from the sets' labels and the model's probabilities;
+* ``expected_error``: the chance that the training target (the vote's decision, else
+  Dawid–Skene's) is wrong, under the mean of every probability at hand (Dawid–Skene's posterior,
+  ``ȳ``, the model);
+* ``contested_expected_error``: ``expected_error`` on the entries where the sets disagree, 0 on
+  unanimous ones (a unanimous label is wrong only when every labeler errs alike, which no score
+  here can see);
+* ``contested_model``: ``disagreement × (1 + model_entropy)``: the contested entries, the ones the
+  model is unsure of first.
+
+Entries that already carry a hand label score 0. :data:`QUEUE_METHOD` is the combination that
+:func:`queue_scores` uses by default; it was chosen on development seeds (``docs/relabel.md``).
+
+Export (:func:`write_queue`): ``queue.csv`` (rank, id, study, the score, the disagreeing findings,
+each set's label and the vote's refined label per finding), a blank ``hand_labels.csv`` (``id`` and
+one column per finding; :mod:`l2v_monai.hand_labels` reads it back) and ``contact_sheet.png``
+(thumbnails captioned with the rank and the disagreeing findings; no identifiers, no report text).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "AGGREGATES",
+    "METHODS",
+    "QUEUE_AGGREGATE",
+    "QUEUE_METHOD",
+    "QueueEvidence",
+    "activelab_scores",
+    "binary_entropy",
+    "contact_sheet",
+    "disagreement_scores",
+    "disagreeing_findings",
+    "evidence_from_run",
+    "finding_scores",
+    "image_scores",
+    "item_batches",
+    "item_id",
+    "queue_rows",
+    "queue_scores",
+    "top_n",
+    "vote_outputs",
+    "write_queue",
+    "with_hand",
+    "write_template",
+]
+
+#: How an image's findings become one score: the sum (expected hand-label value over its findings),
+#: the largest, or the mean over the findings that have a score.
+AGGREGATES = ("sum", "max", "mean")
+
+#: The combination the queue uses (chosen on development seeds; see docs/relabel.md).
+QUEUE_METHOD = "contested_expected_error"
+QUEUE_AGGREGATE = "sum"
+
+
+@dataclass(frozen=True)
+class QueueEvidence:
+    """What the ranking can look at, for ``S`` training items × ``N`` findings.
+
+    ``labels`` ``S × M × N`` (NaN = no label; soft labels are cut at 0.5), ``ds_posterior``
+    Dawid–Skene's ``P(y = 1)``, ``vote`` the vote's soft refined label ``ȳ``, ``model`` the trained
+    model's probability and ``hand`` the hand labels already given (NaN = none), each ``S × N`` or None.
+    """
+
+    labels: np.ndarray
+    ds_posterior: np.ndarray | None = None
+    vote: np.ndarray | None = None
+    model: np.ndarray | None = None
+    hand: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels, dtype=np.float64)
+        if labels.ndim != 3:
+            raise ValueError(f"labels must be items × sets × findings, got shape {labels.shape}")
+        object.__setattr__(self, "labels", np.where(np.isnan(labels), np.nan, (labels >= 0.5).astype(np.float64)))
+        shape = (labels.shape[0], labels.shape[2])
+        for name in ("ds_posterior", "vote", "model", "hand"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != shape:
+                raise ValueError(f"{name} has shape {value.shape}, expected {shape[0]} items × {shape[1]} findings")
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, **parts: Any) -> QueueEvidence:
+        """Evidence with Dawid–Skene's posterior fitted on ``labels`` (crowd-kit) unless ``ds_posterior`` is given."""
+        if parts.get("ds_posterior") is None:
+            from l2v_monai.label_set_quality import estimate_quality
+
+            parts["ds_posterior"] = estimate_quality(labels).posterior
+        return cls(labels, **parts)
+
+    def need(self, name: str, method: str) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"score {method!r} needs the {name.replace('_', ' ')} (S × N); it was not given")
+        return value
+
+
+def binary_entropy(q: np.ndarray) -> np.ndarray:
+    """``H(q)`` in bits, 0 at q ∈ {0, 1}, 1 at q = 0.5; NaN stays NaN."""
+    q = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    return np.where(np.isnan(q), np.nan, np.nan_to_num(h, nan=0.0))
+
+
+def disagreement_scores(labels: np.ndarray) -> np.ndarray:
+    """``1 − |2·mean − 1|`` over the sets that label each entry (``S × M × N`` → ``S × N``); 0 with fewer than two sets."""
+    labels = np.asarray(labels, dtype=np.float64)
+    known = ~np.isnan(labels)
+    count = known.sum(1)
+    with np.errstate(invalid="ignore"):
+        mean = np.nansum(labels, 1) / np.maximum(count, 1)
+    return np.where(count >= 2, 1.0 - np.abs(2.0 * mean - 1.0), 0.0)
+
+
+def activelab_scores(labels: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """``1 −`` cleanlab's ActiveLab score per (item, finding): each finding a binary task (``S × N``).
+
+    ``labels`` ``S × M × N`` (NaN = no label), ``model`` the model's ``P(y = 1)`` ``S × N``. Items no
+    set labels get NaN; a finding every set labels alike scores 0 (nothing to learn from relabeling).
+    """
+    import pandas as pd
+    from cleanlab.multiannotator import get_active_learning_scores
+
+    labels = np.asarray(labels, dtype=np.float64)
+    model = np.clip(np.asarray(model, dtype=np.float64), 1e-6, 1 - 1e-6)
+    s, _, n = labels.shape
+    out = np.full((s, n), np.nan)
+    for j in range(n):
+        sets = labels[:, :, j]
+        rows = (~np.isnan(sets)).any(1)
+        values = sets[rows]
+        if len(np.unique(values[~np.isnan(values)])) < 2:
+            out[rows, j] = 0.0
+            continue
+        # A set that labels no item of this finding would be an empty annotator column: cleanlab refuses it.
+        used = (~np.isnan(values)).any(0)
+        probs = np.stack([1 - model[rows, j], model[rows, j]], axis=1)
+        scores, _ = get_active_learning_scores(pd.DataFrame(values[:, used]), probs)
+        out[rows, j] = 1.0 - scores
+    return out
+
+
+def _decision(ev: QueueEvidence, method: str) -> np.ndarray:
+    """The training target the score asks about: the vote's decision, else Dawid–Skene's."""
+    source = ev.vote if ev.vote is not None else ev.need("ds_posterior", method)
+    return np.where(np.isnan(source), np.nan, (source >= 0.5).astype(np.float64))
+
+
+def _expected_error(ev: QueueEvidence, method: str) -> np.ndarray:
+    present = [x for x in (ev.ds_posterior, ev.vote, ev.model) if x is not None]
+    if not present:
+        raise ValueError(f"score {method!r} needs at least one of the Dawid–Skene posterior, the vote or the model")
+    with np.errstate(invalid="ignore"):
+        q = np.nanmean(np.stack(present), axis=0)
+    t = _decision(ev, method)
+    return np.abs(t - q)
+
+
+METHODS: dict[str, Callable[[QueueEvidence], np.ndarray]] = {
+    "disagreement": lambda ev: disagreement_scores(ev.labels),
+    "ds_entropy": lambda ev: binary_entropy(ev.need("ds_posterior", "ds_entropy")),
+    "vote_entropy": lambda ev: binary_entropy(ev.need("vote", "vote_entropy")),
+    "model_entropy": lambda ev: binary_entropy(ev.need("model", "model_entropy")),
+    "model_vs_vote": lambda ev: np.abs(ev.need("model", "model_vs_vote") - ev.need("vote", "model_vs_vote")),
+    "activelab": lambda ev: activelab_scores(ev.labels, ev.need("model", "activelab")),
+    "expected_error": lambda ev: _expected_error(ev, "expected_error"),
+    "contested_expected_error": lambda ev: np.where(
+        disagreement_scores(ev.labels) > 0, _expected_error(ev, "contested_expected_error"), 0.0
+    ),
+    "contested_model": lambda ev: disagreement_scores(ev.labels) * (1.0 + binary_entropy(ev.need("model", "contested_model"))),
+}
+
+
+def finding_scores(method: str, ev: QueueEvidence) -> np.ndarray:
+    """Score per (item, finding), ``S × N``, higher = more worth a hand label; 0 where a hand label exists."""
+    if method not in METHODS:
+        raise ValueError(f"unknown relabel score {method!r}; choose one of {sorted(METHODS)}")
+    scores = np.asarray(METHODS[method](ev), dtype=np.float64)
+    if ev.hand is not None:
+        scores = np.where(np.isnan(ev.hand), scores, 0.0)
+    return scores
+
+
+def image_scores(scores: np.ndarray, aggregate: str = "sum") -> np.ndarray:
+    """Per-image score from ``S × N`` finding scores (NaN ignored; an image with none scores 0)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {AGGREGATES}")
+    has = (~np.isnan(scores)).any(1)
+    filled = np.nan_to_num(scores, nan=0.0)
+    if aggregate == "sum":
+        out = filled.sum(1)
+    elif aggregate == "max":
+        out = filled.max(1)
+    else:
+        out = filled.sum(1) / np.maximum((~np.isnan(scores)).sum(1), 1)
+    return np.where(has, out, 0.0)
+
+
+def queue_scores(ev: QueueEvidence, method: str = QUEUE_METHOD, aggregate: str = QUEUE_AGGREGATE) -> tuple[np.ndarray, np.ndarray]:
+    """``(image scores S, finding scores S × N)`` of one method; images fully hand-labelled score −inf."""
+    per_finding = finding_scores(method, ev)
+    per_image = image_scores(per_finding, aggregate)
+    if ev.hand is not None:
+        per_image = np.where((~np.isnan(ev.hand)).all(1), -np.inf, per_image)
+    return per_image, per_finding
+
+
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, best first; ties keep item order (a stable sort)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.isfinite(scores[order])]
+    return order[:n]
+
+
+# ------------------------------------------------------------------------------------------------
+# The vote's per-item outputs from a trained strategy and network
+# ------------------------------------------------------------------------------------------------
+def item_batches(items: Sequence[Mapping[str, Any]], batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """In-memory items collated ``batch_size`` at a time, in order (what a DataLoader without shuffling gives)."""
+    from torch.utils.data import default_collate
+
+    for start in range(0, len(items), batch_size):
+        yield default_collate([dict(it) for it in items[start : start + batch_size]])
+
+
+def vote_outputs(strategy: Any, network: Any, batches: Iterable[Mapping[str, Any]], device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """``(ȳ S × N, model probabilities S × N)``: a trained vote run over the training batches, no update.
+
+    Each batch goes through the network (eval mode) and the strategy's ``forward`` as in a training
+    step; ``ȳ = Σ_m w_m y_m`` is the vote's soft refined label from the weights it returns (the
+    decision the model trained toward is ``ȳ ≥ 0.5``). Batches hold ``image`` and ``labels``, plus
+    the fitted ``target`` when the strategy has one (:func:`l2v_monai.strategies.attach_targets`);
+    :func:`item_batches` makes them from in-memory items. A strategy that does not vote (no
+    ``weights``) gives the target it trains toward instead.
+    """
+    import torch
+
+    from l2v_monai import vote as v
+    from l2v_monai.trainer import to_device
+
+    was_training = network.training
+    network.eval()
+    refined, probs = [], []
+    try:
+        for raw in batches:
+            # The strategy sees the batch as the trainer gives it: image, labels and every other key.
+            batch = to_device(dict(raw), device)
+            image = batch["image"] = batch["image"].float()
+            batch["labels"] = batch["labels"].float()
+            report = batch.get("report_embedding")
+            with torch.no_grad():
+                features = network.features(image, report.float()) if report is not None else network.features(image)
+                logits = network.head(features)
+            # A vote with virtual steps takes gradients inside its forward; the rest needs none.
+            with torch.enable_grad():
+                out = strategy(batch, logits, features, network)
+            if out.weights is not None:
+                ybar, valid = v.vote(out.weights, batch["labels"])
+                ybar = torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan")))
+            else:
+                ybar = out.target
+            refined.append(ybar.detach().float().cpu().numpy())
+            probs.append(torch.sigmoid(logits).float().cpu().numpy())
+    finally:
+        network.train(was_training)
+    return np.concatenate(refined), np.concatenate(probs)
+
+
+def evidence_from_run(
+    run_dir: str | Path,
+    datalist: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    config: str = "configs/train.json",
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """A trained bundle run's view of the training items: the vote's ȳ and the model's probabilities.
+
+    ``run_dir`` is the bundle root the run trained in (``configs/``, ``models/checkpoint.pt``);
+    ``overrides`` are the config keys the run was started with (``image_size``, ``label_sets`` ...),
+    so that the network, the strategy and the preprocessing match the checkpoint. The network and
+    the strategy are restored from the same epoch (``checkpoint.pt``) and run once over the
+    training split of ``datalist`` on the CPU (the image cache is built when missing). Returns
+    ``{"items", "labels" S × M × N, "label_sets", "findings", "vote", "model"}``.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import DataLoader
+
+    run_dir = Path(run_dir).resolve()
+    checkpoint = run_dir / "models" / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint in the run: {checkpoint} (train with 'run training' first)")
+    parser = ConfigParser()
+    parser.read_config(run_dir / config)
+    parser["bundle_root"] = str(run_dir)
+    parser["datalist"] = str(Path(datalist).resolve())
+    parser["device"] = torch.device("cpu")
+    parser["amp"] = False
+    parser["num_workers"] = 0
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(state["network"])
+    strategy = parser.get_parsed_content("strategy")
+    strategy.load_state_dict(state["strategy"])
+    dataset = parser.get_parsed_content("train#dataset")
+    items = list(dataset.data)
+    vote, model = vote_outputs(strategy, network, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0))
+    labels = np.stack([np.asarray([[np.nan if x is None else float(x) for x in row] for row in it["labels"]]) for it in items])
+    return {"items": items, "labels": labels, "label_sets": list(parser["label_sets"]), "findings": list(parser["findings"]),
+            "vote": vote, "model": model}
+
+
+# ------------------------------------------------------------------------------------------------
+# Export: the queue CSV, the blank template, the contact sheet
+# ------------------------------------------------------------------------------------------------
+def item_id(item: Mapping[str, Any], index: int, id_key: str | None = None) -> str:
+    """How the queue and the template name an item: ``id_key`` (default ``dicom_id``), else its image path as written."""
+    for key in ([id_key] if id_key else []) + ["dicom_id"]:
+        if item.get(key) not in (None, ""):
+            return str(item[key])
+    image = item.get("image")
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return str(index)
+
+
+def disagreeing_findings(labels: np.ndarray, findings: Sequence[str]) -> list[list[str]]:
+    """Per item, the findings on which the label sets disagree (``S × M × N`` → lists of names)."""
+    contested = disagreement_scores(labels) > 0
+    return [[findings[j] for j in np.flatnonzero(row)] for row in contested]
+
+
+def _cell(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}"
+
+
+def queue_rows(
+    items: Sequence[Mapping[str, Any]],
+    order: Sequence[int],
+    findings: Sequence[str],
+    set_names: Sequence[str],
+    ev: QueueEvidence,
+    scores: np.ndarray,
+    ids: Sequence[str] | None = None,
+) -> list[dict[str, str]]:
+    """One CSV row per queued item: rank, id, study, score, disagreeing findings, each set's labels, the vote's ȳ."""
+    contested = disagreeing_findings(ev.labels, findings)
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        item = items[i]
+        row = {"rank": str(rank), "id": ids[i] if ids is not None else item_id(item, i),
+               "study": str(item.get("study_id", "")), "score": f"{scores[i]:.4f}",
+               "disagreeing": "; ".join(contested[i])}
+        for k, name in enumerate(set_names):
+            row.update({f"{name}:{f}": _cell(ev.labels[i, k, j]) for j, f in enumerate(findings)})
+        if ev.vote is not None:
+            row.update({f"vote:{f}": "" if np.isnan(ev.vote[i, j]) else f"{ev.vote[i, j]:.3f}" for j, f in enumerate(findings)})
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_template(path: str | Path, ids: Sequence[str], findings: Sequence[str], ranks: Sequence[int] | None = None) -> Path:
+    """A blank hand-label template: ``id``, ``rank`` and one empty column per finding (fill 1, 0 or leave blank)."""
+    ranks = list(ranks) if ranks is not None else list(range(1, len(ids) + 1))
+    rows = [{"id": i, "rank": str(r), **{f: "" for f in findings}} for i, r in zip(ids, ranks)]
+    return _write_csv(Path(path), ["id", "rank", *findings], rows)
+
+
+def _thumbnail(image: Any, size: int) -> np.ndarray:
+    """A ``size × size`` grey thumbnail in [0, 1] from an image path (JPEG/PNG/DICOM) or an array."""
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        from l2v_monai.data.transforms import read_chest_xray
+
+        pixels = read_chest_xray(image)
+    else:
+        pixels = np.asarray(image, dtype=np.float32)
+        pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim > 2 else pixels
+        low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    thumb = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    return np.asarray(thumb, dtype=np.float32) / 255.0
+
+
+def contact_sheet(
+    path: str | Path,
+    images: Sequence[Any],
+    captions: Sequence[str],
+    columns: int = 8,
+    thumb: int = 128,
+) -> Path:
+    """A PNG grid of thumbnails (image paths or arrays), each captioned (rank and disagreeing findings only).
+
+    An image that cannot be read gets a grey tile captioned "unreadable" rather than stopping the export.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    count = len(images)
+    cols = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.25), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if index >= count:
+            continue
+        caption = captions[index]
+        try:
+            tile = _thumbnail(images[index], thumb)
+        except Exception:  # noqa: BLE001 (one bad file must not stop the sheet; the tile says so)
+            tile, caption = np.full((thumb, thumb), 0.5, dtype=np.float32), f"{caption}\n(unreadable)"
+        ax.imshow(tile, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=6.5, wrap=True)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _caption(rank: int, contested: Sequence[str], width: int = 28) -> str:
+    """``#3`` and the disagreeing findings, wrapped; never an id, a path or report text."""
+    import textwrap
+
+    text = ", ".join(contested) if contested else "sets agree"
+    return f"#{rank}\n" + "\n".join(textwrap.wrap(text, width)[:3])
+
+
+def write_queue(
+    out_dir: str | Path,
+    items: Sequence[Mapping[str, Any]],
+    order: Sequence[int],
+    findings: Sequence[str],
+    set_names: Sequence[str],
+    ev: QueueEvidence,
+    scores: np.ndarray,
+    ids: Sequence[str] | None = None,
+    sheet: bool = True,
+    sheet_limit: int = 200,
+) -> dict[str, Path]:
+    """Write ``queue.csv``, ``hand_labels.csv`` and (items with images, ``sheet``) ``contact_sheet.png``.
+
+    The sheet shows the first ``sheet_limit`` queued items. Returns the paths written.
+    """
+    out = Path(out_dir)
+    rows = queue_rows(items, order, findings, set_names, ev, scores, ids)
+    columns = list(rows[0]) if rows else ["rank", "id", "study", "score", "disagreeing"]
+    paths = {"queue": _write_csv(out / "queue.csv", columns, rows)}
+    paths["template"] = write_template(out / "hand_labels.csv", [r["id"] for r in rows], findings)
+    if sheet and rows and all(items[i].get("image") is not None for i in order):
+        shown = list(order)[:sheet_limit]
+        contested = disagreeing_findings(ev.labels[shown], findings)
+        paths["contact_sheet"] = contact_sheet(
+            out / "contact_sheet.png", [items[i]["image"] for i in shown],
+            [_caption(rank, c) for rank, c in enumerate(contested, start=1)],
+        )
+    return paths
+
+
+def with_hand(ev: QueueEvidence, hand: np.ndarray | None) -> QueueEvidence:
+    """The same evidence with these hand labels (``S × N``, NaN = none)."""
+    return replace(ev, hand=hand)

@@ -41,5 +41,22 @@ demo-bundle: venv
 test: venv fashion-mnist
 	$(PY) -m pytest -q tests
 
+# MONAI Deploy and MONAI Label on a standalone copy of the bundle, in a venv of their own: MONAI Label
+# pins numpy < 2 and the Deploy SDK loads holoscan into every `import monai`, so neither joins $(VENV).
+# The import check first: without it, missing SDKs would only make the tests skip.
+INTEGRATION_VENV ?= .venv-integration
+INTEGRATION_PY := $(INTEGRATION_VENV)/bin/python
+.PHONY: test-integration
+test-integration: $(INTEGRATION_VENV)/.installed
+	$(INTEGRATION_PY) -c "import monai.deploy.operators.monai_bundle_inference_operator, monailabel.tasks.infer.bundle"
+	$(INTEGRATION_PY) -m pytest -q tests/test_deploy_label.py
+
+$(INTEGRATION_VENV)/.installed: pyproject.toml
+	test -x $(INTEGRATION_PY) || $(PYTHON) -m venv $(INTEGRATION_VENV)
+	$(INTEGRATION_PY) -m pip install --quiet --upgrade pip
+	$(INTEGRATION_PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_SPEC)
+	$(INTEGRATION_PY) -m pip install --quiet -e '.[deploy]' pytest monailabel
+	touch $@
+
 clean:
 	rm -rf $(VENV) bundle/models bundle/eval demo-bundle

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ def bundle(*args: str, cwd: Path = ROOT, launcher: list[str] | None = None, time
 
 def configs(*names: str) -> str:
     return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+
+
+def output_root(path: Path) -> Path:
+    """A ``--bundle_root`` outside the repository: like any bundle root it holds the bundle's ``scripts/``
+    (the configs' network definition), and the run writes its ``models/`` and ``eval/`` there."""
+    shutil.copytree(ROOT / "bundle" / "scripts", path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +80,11 @@ def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(mimic: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``run training`` with the default strategy (l2v), image only; returns the bundle root used."""
-    out = tmp_path_factory.mktemp("bundle")
-    bundle("run", "training", "--config_file", str(CONFIGS / "train.json"),
-           "--dataset_dir", str(mimic["root"]), "--bundle_root", str(out), *SMALL)
+    """``run training`` with the default strategy (l2v), image only, the way a bundle user runs it:
+    from inside a copy of ``bundle/`` with the default ``bundle_root`` ("."). Returns that copy."""
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    shutil.copytree(ROOT / "bundle", out, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
+    bundle("run", "training", "--config_file", "configs/train.json", "--dataset_dir", str(mimic["root"]), *SMALL, cwd=out)
     return out
 
 
@@ -92,12 +101,10 @@ def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> N
 
 
 def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_path: Path) -> None:
-    import shutil
-
     shutil.copytree(trained / "models", tmp_path / "models")
     small = [a if a != "1" else "2" for a in SMALL]  # --epochs 2: one more epoch after the saved one
     proc = bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),
-                  "--bundle_root", str(tmp_path), "--resume", "True", *small)
+                  "--bundle_root", str(output_root(tmp_path)), "--resume", "True", *small)
     log = proc.stdout + proc.stderr
     assert "Epoch[2]" in log and "Epoch[1] Complete" not in log  # epoch 1 was restored, not re-run
     resume = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -112,7 +119,7 @@ def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_pa
 ])
 def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, strategy: str, use_report: str, extra: list[str]) -> None:
     proc = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(mimic["root"]),
-                  "--bundle_root", str(tmp_path), "--label_strategy", strategy, "--use_report", use_report,
+                  "--bundle_root", str(output_root(tmp_path)), "--label_strategy", strategy, "--use_report", use_report,
                   "--report_dim", "16", *extra, *SMALL)
     assert "val_macro_auc" in proc.stdout + proc.stderr
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -123,8 +130,9 @@ def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, stra
 
 
 def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> None:
-    bundle("run", "--config_file", configs("train.json", "evaluate.json"), "--dataset_dir", str(mimic["root"]),
-           "--bundle_root", str(trained), *SMALL)
+    # From inside the bundle copy, as its card says; the label-set run below is the repository-root form.
+    bundle("run", "--config_file", "['configs/train.json','configs/evaluate.json']", "--dataset_dir", str(mimic["root"]),
+           *SMALL, cwd=trained)
     out = trained / "eval" / "test"
     rows = list(csv.reader(open(out / "auc.csv")))
     assert rows[0][0] == "finding" and len(rows) == 1 + 14 + 1 and rows[-1][0] == "Average"
@@ -172,7 +180,8 @@ def test_inference_config_has_the_keys_deploy_and_label_load() -> None:
 def test_export_matches_eager_and_carries_metadata(trained: Path) -> None:
     ts = trained / "models" / "model.ts"
     bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained / "models" / "model.pt"),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", configs("train.json", "inference.json"))
+           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", configs("train.json", "inference.json"),
+           "--bundle_root", str(trained))
     extra = {"metadata.json": ""}
     exported = torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 14
@@ -193,7 +202,7 @@ def test_verify_metadata_and_net_in_out() -> None:
     proc = bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(schema))
     assert "verified with no error" in proc.stdout + proc.stderr
     proc = bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
-                  "--config_file", str(CONFIGS / "train.json"))
+                  "--config_file", str(CONFIGS / "train.json"), "--bundle_root", str(ROOT / "bundle"))
     assert "verified with no error" in proc.stdout + proc.stderr
 
 
@@ -201,7 +210,7 @@ def test_verify_metadata_and_net_in_out() -> None:
 def test_multi_gpu_overlay_trains_one_epoch_under_torchrun_on_cpu(mimic: dict, tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
     proc = bundle("run", "training", "--config_file", configs("train.json", "multi_gpu_train.json"),
-                  "--dataset_dir", str(mimic["root"]), "--bundle_root", str(tmp_path),
+                  "--dataset_dir", str(mimic["root"]), "--bundle_root", str(output_root(tmp_path)),
                   "--image_size", "64", "--batch_size", "2", "--epochs", "1", "--num_workers", "0",
                   launcher=torchrun, cwd=tmp_path)
     assert (tmp_path / "models" / "model.pt").is_file()

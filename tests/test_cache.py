@@ -1,4 +1,4 @@
-"""The uint8 preprocessing cache: build, reuse, rebuild on change, explicit failures."""
+"""The uint8 preprocessing cache: build, reuse, rebuild on change, explicit failures, and train.json's pipeline on it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from PIL import Image
 from test_transforms import ramp, write_dicom
@@ -23,6 +24,15 @@ from l2v_monai.data.cache import (
 from l2v_monai.data.transforms import preprocess_chest_xray
 
 SIZE = 32
+TRAIN = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.json"
+
+
+def bundle_preprocessing(**overrides) -> object:
+    """``train.json``'s ``preprocessing`` for two label sets × two findings at ``SIZE``, as the bundle builds it."""
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"image_size": SIZE, "label_sets": ["a", "b"], "findings": ["x", "y"], **overrides})
+    return parser.get_parsed_content("preprocessing")
 
 
 def _png(path: Path, seed: int) -> Path:
@@ -53,7 +63,7 @@ def test_build_then_read_matches_the_uncached_pipeline(sources, tmp_path):
         assert item["source_image"] == str(source)
         stored = np.load(item["image"])
         assert stored.dtype == np.uint8 and stored.shape == (SIZE, SIZE)
-    dataset = CachedChestXrayDataset(_items(sources), cache_dir, SIZE, progress=False)
+    dataset = CachedChestXrayDataset(_items(sources), cache_dir, SIZE, bundle_preprocessing(), progress=False)
     assert dataset.build_result.reused == 3 and dataset.build_result.built == 0
     # The dataset holds paths only: memory does not grow with the number of images.
     assert all(isinstance(item["image"], str) for item in dataset.data)
@@ -69,10 +79,32 @@ def test_build_then_read_matches_the_uncached_pipeline(sources, tmp_path):
 
 
 def test_dataset_batches(sources, tmp_path):
-    dataset = CachedChestXrayDataset(_items(sources), tmp_path / "cache", SIZE, progress=False)
+    dataset = CachedChestXrayDataset(_items(sources), tmp_path / "cache", SIZE, bundle_preprocessing(), progress=False)
     batch = next(iter(DataLoader(dataset, batch_size=3)))
     assert tuple(batch["image"].shape) == (3, 1, SIZE, SIZE)
-    assert tuple(batch["labels"].shape) == (3, 2, 2)
+    assert tuple(batch["labels"].shape) == (3, 2, 2) and tuple(batch["label"].shape) == (3, 2)
+
+
+def test_default_transform_only_loads_the_cached_image(sources, tmp_path):
+    sample = CachedChestXrayDataset(_items(sources[:1]), tmp_path / "cache", SIZE, progress=False)[0]
+    assert tuple(sample["image"].shape) == (1, SIZE, SIZE) and sample["labels"] == [[1, None], [0, 1]]
+
+
+def test_bundle_preprocessing_names_the_source_image_of_a_bad_label(sources, tmp_path):
+    items = _items(sources[:1])
+    items[0]["labels"] = [[1, None], [0, -1]]  # an uncertain CheXpert label that was never mapped to 0/1
+    dataset = CachedChestXrayDataset(items, tmp_path / "cache", SIZE, bundle_preprocessing(), progress=False)
+    with pytest.raises(RuntimeError) as caught:
+        dataset[0]
+    cause = caught.value.__cause__
+    assert isinstance(cause, ValueError) and "outside [0, 1]" in str(cause)
+    assert str(sources[0]) in str(cause) and ".npy" not in str(cause)  # the user's file, not the cache entry
+    # A datalist with three label sets where the config names two is refused too.
+    items[0]["labels"] = [[1, 0], [0, 1], [1, 1]]
+    dataset = CachedChestXrayDataset(items, tmp_path / "cache", SIZE, bundle_preprocessing(), progress=False)
+    with pytest.raises(RuntimeError) as caught:
+        dataset[0]
+    assert "expected shape (2, 2), got (3, 2)" in str(caught.value.__cause__)
 
 
 def test_corrupt_image_raises_with_every_failure_listed(sources, tmp_path):

@@ -326,6 +326,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(tree: Path, datalist: Path, bundle_root: Path) -> subprocess.CompletedProcess:
+    shutil.copytree(ROOT / "bundle" / "scripts", bundle_root / "scripts")  # bundle_root holds the bundle's scripts/
     return _bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(tree),
                    "--datalist", str(datalist), "--bundle_root", str(bundle_root), "--image_size", "32",
                    "--batch_size", "4", "--epochs", "1", "--num_workers", "0", "--cache_dir", str(bundle_root / "cache"))

@@ -43,14 +43,13 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import Dataset, MetaTensor
-from monai.transforms import Compose, EnsureTyped, MapTransform
+from monai.transforms import MapTransform
 from tqdm.auto import tqdm
 
 from l2v_monai.data.transforms import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_RESIZE_MODE,
     ImageDecodeError,
-    label_transforms,
     preprocess_chest_xray,
 )
 
@@ -258,31 +257,14 @@ class LoadCachedChestXrayd(MapTransform):
         return d
 
 
-def cached_chest_xray_transforms(
-    image_size: int = DEFAULT_IMAGE_SIZE,
-    image_key: str = "image",
-    labels_key: str = "labels",
-    label_key: str = "label",
-    num_label_sets: int | None = None,
-    num_findings: int | None = None,
-) -> Compose:
-    """``chest_xray_transforms`` for items returned by ``build_cache``: labels, then the cached image."""
-    return Compose(
-        [
-            *label_transforms(labels_key, label_key, num_label_sets, num_findings, SOURCE_KEY),
-            LoadCachedChestXrayd(keys=image_key, image_size=image_size),
-            EnsureTyped(keys=image_key, data_type="tensor", dtype=torch.float32),
-        ],
-        log_stats=False,  # MONAI's error logging would print every item field, report text included
-    )
-
-
 class CachedChestXrayDataset(Dataset):
     """A MONAI ``Dataset`` over datalist items whose images are read from the uint8 disk cache.
 
     Building (or checking) the cache happens here, before any epoch. With ``on_error="exclude"``
     an ``exclusions_file`` is required and always written (an empty list when nothing failed), so
-    left-out images are on record. ``transform`` defaults to ``cached_chest_xray_transforms``.
+    left-out images are on record. ``transform`` defaults to ``LoadCachedChestXrayd`` alone; the
+    bundle's ``preprocessing`` (``train.json``) puts the label conversions in front of it, naming
+    the source image (``source_image``) rather than its cache entry in any error.
     """
 
     def __init__(
@@ -297,8 +279,6 @@ class CachedChestXrayDataset(Dataset):
         num_workers: int = 0,
         progress: bool = True,
         mode: str = DEFAULT_RESIZE_MODE,
-        num_label_sets: int | None = None,
-        num_findings: int | None = None,
     ) -> None:
         if on_error == "exclude" and exclusions_file is None:
             raise ValueError("on_error='exclude' needs exclusions_file, so that left-out images are written down")
@@ -309,9 +289,7 @@ class CachedChestXrayDataset(Dataset):
         if exclusions_file is not None:
             self.build_result.write_exclusions(exclusions_file)
         if transform is None:
-            transform = cached_chest_xray_transforms(
-                image_size, num_label_sets=num_label_sets, num_findings=num_findings
-            )
+            transform = LoadCachedChestXrayd(image_size=image_size)
         super().__init__(self.build_result.items, transform)
 
 
@@ -325,6 +303,5 @@ __all__ = [
     "build_cache",
     "cache_key",
     "cache_path",
-    "cached_chest_xray_transforms",
     "to_uint8",
 ]

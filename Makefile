@@ -59,4 +59,4 @@ $(INTEGRATION_VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) bundle/models bundle/eval demo-bundle
+	rm -rf $(VENV) $(INTEGRATION_VENV) bundle/models bundle/eval demo-bundle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -26,9 +25,7 @@ from l2v_monai.labelers.quality import finding_quality
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "openi-reports" / "NLMCXR_reports.tgz"
-_spec = importlib.util.spec_from_file_location("label_quality_script", ROOT / "scripts" / "label_quality.py")
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+from l2v_monai.cli import label_quality as script
 
 # Per finding: prevalence, then (sensitivity, specificity) of each of four sets.
 KNOWN = {
@@ -152,18 +149,18 @@ def test_report_counts_intervals_and_error() -> None:
 def test_write_report_writes_markdown_csv_png_and_json(tmp_path: Path) -> None:
     labels, truth = simulate(n=400, seed=3, missing=0.05)
     report = quality_report(labels, ["s0", "s1", "s2", "s3"], ["A", "B"], truth)
-    paths = write_report(report, tmp_path / "sub" / "q", "Test", "python scripts/label_quality.py --datalist x.json")
+    paths = write_report(report, tmp_path / "sub" / "q", "Test", "l2v-quality --datalist x.json")
     assert sorted(paths) == ["csv", "json", "md", "png"]
     markdown = paths["md"].read_text()
     assert "## Estimated from the label sets alone" in markdown and "## Estimates against hand labels" in markdown
-    assert "python scripts/label_quality.py --datalist x.json" in markdown
+    assert "l2v-quality --datalist x.json" in markdown
     with open(paths["csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 8
     assert {r["label_set"] for r in rows} == {"s0", "s1", "s2", "s3"} and float(rows[0]["est_sensitivity"]) > 0.5
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     document = json.loads(paths["json"].read_text())  # allow_nan=False on writing: no NaN tokens
-    assert document["command"].startswith("python scripts/label_quality.py") and len(document["rows"]) == 8
+    assert document["command"].startswith("l2v-quality") and len(document["rows"]) == 8
 
 
 # --- datalists and the script --------------------------------------------------------------------

@@ -20,7 +20,10 @@ hand label, and an image's score aggregates its findings (:data:`AGGREGATES`):
   unanimous ones (a unanimous label is wrong only when every labeler errs alike, which no score
   here can see);
 * ``contested_model``: ``disagreement × (1 + model_entropy)``: the contested entries, the ones the
-  model is unsure of first.
+  model is unsure of first;
+* ``calibrated_error``: ``expected_error`` calibrated on the hand labels already given (a random
+  audit): each stratum (finding × the target's value × contested or not) gets its measured error
+  rate, so that errors every set makes alike become visible (:func:`calibrated_error`).
 
 Entries that already carry a hand label score 0. :data:`QUEUE_METHOD` is the combination that
 :func:`queue_scores` uses by default; it was chosen on development seeds (``docs/relabel.md``).
@@ -50,6 +53,7 @@ __all__ = [
     "QueueEvidence",
     "activelab_scores",
     "binary_entropy",
+    "calibrated_error",
     "contact_sheet",
     "disagreement_scores",
     "disagreeing_findings",
@@ -59,6 +63,7 @@ __all__ = [
     "item_batches",
     "item_id",
     "queue_rows",
+    "source_image",
     "queue_scores",
     "top_n",
     "vote_outputs",
@@ -184,6 +189,41 @@ def _expected_error(ev: QueueEvidence, method: str) -> np.ndarray:
     return np.abs(t - q)
 
 
+#: Pseudo-counts of the model's own estimate in a stratum's calibrated error rate (:func:`calibrated_error`).
+CALIBRATION_PRIOR = 10.0
+
+
+def calibrated_error(ev: QueueEvidence, method: str = "calibrated_error") -> np.ndarray:
+    """``P(the training target is wrong)`` per entry, calibrated on the hand labels given so far (an audit).
+
+    Entries fall into strata: finding × the target's value (the vote's decision, else Dawid–Skene's)
+    × whether the sets disagree. A stratum's rate is its measured error on the hand-labelled entries,
+    shrunk toward the mean :func:`expected_error <finding_scores>` of the stratum with
+    :data:`CALIBRATION_PRIOR` pseudo-counts; within a stratum, entries keep ``expected_error``'s order.
+    Unlike every label-only or model score, this sees errors that all sets make alike (a hand-label
+    definition the labelers do not share), once a random audit has met them. Needs ``hand``.
+    """
+    hand = ev.need("hand", method)
+    base = _expected_error(ev, method)
+    target = _decision(ev, method)
+    contested = disagreement_scores(ev.labels) > 0
+    known = ~np.isnan(hand)
+    wrong = known & (target != hand)
+    out = np.full(base.shape, np.nan)
+    for j in range(base.shape[1]):
+        for value in (0.0, 1.0):
+            for split in (False, True):
+                stratum = (target[:, j] == value) & (contested[:, j] == split)
+                if not stratum.any():
+                    continue
+                prior = float(np.nanmean(base[stratum, j])) if (~np.isnan(base[stratum, j])).any() else 0.0
+                seen, missed = int((stratum & known[:, j]).sum()), int((stratum & wrong[:, j]).sum())
+                rate = (missed + CALIBRATION_PRIOR * prior) / (seen + CALIBRATION_PRIOR)
+                # The stratum's rate first; the model's estimate only orders entries within a stratum.
+                out[stratum, j] = rate + 1e-3 * np.nan_to_num(base[stratum, j])
+    return out
+
+
 METHODS: dict[str, Callable[[QueueEvidence], np.ndarray]] = {
     "disagreement": lambda ev: disagreement_scores(ev.labels),
     "ds_entropy": lambda ev: binary_entropy(ev.need("ds_posterior", "ds_entropy")),
@@ -196,6 +236,7 @@ METHODS: dict[str, Callable[[QueueEvidence], np.ndarray]] = {
         disagreement_scores(ev.labels) > 0, _expected_error(ev, "contested_expected_error"), 0.0
     ),
     "contested_model": lambda ev: disagreement_scores(ev.labels) * (1.0 + binary_entropy(ev.need("model", "contested_model"))),
+    "calibrated_error": calibrated_error,
 }
 
 
@@ -352,10 +393,15 @@ def item_id(item: Mapping[str, Any], index: int, id_key: str | None = None) -> s
     for key in ([id_key] if id_key else []) + ["dicom_id"]:
         if item.get(key) not in (None, ""):
             return str(item[key])
-    image = item.get("image")
+    image = source_image(item)
     if isinstance(image, (str, Path)):
         return str(image)
     return str(index)
+
+
+def source_image(item: Mapping[str, Any]) -> Any:
+    """The item's original image (``source_image`` once the image cache has replaced ``image``), path or array."""
+    return item.get("source_image") if item.get("source_image") is not None else item.get("image")
 
 
 def disagreeing_findings(labels: np.ndarray, findings: Sequence[str]) -> list[list[str]]:
@@ -446,7 +492,7 @@ def contact_sheet(
     count = len(images)
     cols = max(1, min(columns, count))
     rows = max(1, math.ceil(count / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.25), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.6), squeeze=False)
     for index, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if index >= count:
@@ -457,8 +503,9 @@ def contact_sheet(
         except Exception:  # noqa: BLE001 (one bad file must not stop the sheet; the tile says so)
             tile, caption = np.full((thumb, thumb), 0.5, dtype=np.float32), f"{caption}\n(unreadable)"
         ax.imshow(tile, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(caption, fontsize=6.5, wrap=True)
-    fig.tight_layout()
+        # Below the tile, so a long caption never runs into the row above.
+        ax.text(0.5, -0.03, caption, transform=ax.transAxes, ha="center", va="top", fontsize=6.5)
+    fig.tight_layout(h_pad=2.5)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -470,7 +517,11 @@ def _caption(rank: int, contested: Sequence[str], width: int = 28) -> str:
     import textwrap
 
     text = ", ".join(contested) if contested else "sets agree"
-    return f"#{rank}\n" + "\n".join(textwrap.wrap(text, width)[:3])
+    lines = textwrap.wrap(text, width)
+    if len(lines) > 3:
+        lines = lines[:3]
+        lines[2] = lines[2].rstrip(",") + " …"
+    return f"#{rank}\n" + "\n".join(lines)
 
 
 def write_queue(
@@ -494,11 +545,11 @@ def write_queue(
     columns = list(rows[0]) if rows else ["rank", "id", "study", "score", "disagreeing"]
     paths = {"queue": _write_csv(out / "queue.csv", columns, rows)}
     paths["template"] = write_template(out / "hand_labels.csv", [r["id"] for r in rows], findings)
-    if sheet and rows and all(items[i].get("image") is not None for i in order):
+    if sheet and rows and all(source_image(items[i]) is not None for i in order):
         shown = list(order)[:sheet_limit]
         contested = disagreeing_findings(ev.labels[shown], findings)
         paths["contact_sheet"] = contact_sheet(
-            out / "contact_sheet.png", [items[i]["image"] for i in shown],
+            out / "contact_sheet.png", [source_image(items[i]) for i in shown],
             [_caption(rank, c) for rank, c in enumerate(contested, start=1)],
         )
     return paths

@@ -49,6 +49,7 @@ from l2v_monai.relabel_queue import (
     evidence_from_run,
     item_id,
     queue_scores,
+    source_image,
     top_n,
     write_queue,
 )
@@ -121,10 +122,10 @@ def export(args: argparse.Namespace, command: str) -> dict[str, Any]:
     order = top_n(scores, args.n)
     # Ids as written in the datalist file (relative image paths), so that the template matches on import.
     raw = json.loads(args.datalist.read_text())[args.split]
-    written = {str((args.datalist.parent / it["image"]).resolve()) if isinstance(it.get("image"), str) else i: item_id(it, i, args.id_key)
-               for i, it in enumerate(raw)}
-    ids = [written.get(str(Path(it["image"]).resolve()), item_id(it, i, args.id_key)) if isinstance(it.get("image"), str)
-           else item_id(it, i, args.id_key) for i, it in enumerate(items)]
+    written = {str((args.datalist.parent / it["image"]).resolve()): item_id(it, i, args.id_key)
+               for i, it in enumerate(raw) if isinstance(it.get("image"), str)}
+    ids = [written.get(str(Path(source_image(it)).resolve()), item_id(it, i, args.id_key))
+           if isinstance(source_image(it), str) else item_id(it, i, args.id_key) for i, it in enumerate(items)]
     paths = write_queue(args.out, items, order, findings, found["label_sets"], ev, scores, ids, sheet=not args.no_sheet)
     summary = {"command": command, "score": args.score, "aggregate": args.aggregate, "items": len(items), "queued": len(order),
                "with_disagreement": int((np.nanmax(ev.labels[order], 1) != np.nanmin(ev.labels[order], 1)).any(1).sum()),

@@ -334,3 +334,68 @@ def test_a_bad_hand_label_in_the_items_names_the_item() -> None:
     items[3]["label"] = [1.0, 2.0, None]
     with pytest.raises(LabelValueError, match=r"training\[3\] \(image img/3.png\): 'label' value 2 at \[1\] is outside"):
         attach_targets(items, build_strategy("majority", num_sets=4, num_outputs=3, feature_dim=6))
+
+
+def test_calibrated_error_sees_an_error_every_set_makes_once_an_audit_met_it() -> None:
+    from l2v_monai.relabel_queue import calibrated_error
+
+    rng = np.random.default_rng(6)
+    n = 400
+    truth = (rng.random((n, 2)) < 0.4).astype(float)
+    labels = np.repeat(truth[:, None, :], 4, axis=1)
+    # Finding 0: every set calls 40 % of the true negatives positive (a definition the labelers share).
+    shared = (truth[:, 0] == 0) & (rng.random(n) < 0.4)
+    labels[shared, :, 0] = 1.0
+    # Finding 1: a few contested entries, split 2 : 2.
+    contested = rng.choice(n, 30, replace=False)
+    labels[contested, :2, 1], labels[contested, 2:, 1] = 0.0, 1.0
+    vote = labels.mean(1)
+    model = np.clip(vote + rng.normal(0, 0.02, vote.shape), 0.01, 0.99)
+    ev = QueueEvidence.from_labels(labels, vote=vote, model=model)
+    # Without hand labels no score sees the shared error: the unanimous entries score ~0.
+    assert finding_scores("contested_expected_error", ev)[shared, 0].max() == 0
+    with pytest.raises(ValueError, match="needs the hand"):
+        calibrated_error(ev)
+    audit = rng.choice(n, 60, replace=False)
+    hand = np.full_like(truth, np.nan)
+    hand[audit] = truth[audit]
+    scores = calibrated_error(QueueEvidence(labels, ev.ds_posterior, vote, model, hand))
+    said_one = (labels[:, 0, 0] == 1) & ~np.isin(np.arange(n), audit)
+    measured = (shared[audit]).sum() / (labels[audit, 0, 0] == 1).sum()
+    # The unanimous "1" stratum of finding 0 gets (about) its measured error rate, far above the clean strata.
+    assert scores[said_one, 0].min() > 0.5 * measured
+    assert scores[said_one, 0].min() > scores[labels[:, 0, 0] == 0, 0].max()
+
+
+# --- the simulated rounds' bookkeeping (the training itself runs in scripts/relabel_rounds.py) ----------
+def _rounds_script():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("relabel_rounds_script", ROOT / "scripts" / "relabel_rounds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rounds_orders_and_the_collected_table(tmp_path: Path) -> None:
+    rounds = _rounds_script()
+    assert rounds.mixed_order(np.arange(6), np.arange(6)[::-1], 0.5).tolist() == [0, 5, 1, 4, 2, 3]
+    labels, truth, model, vote, _ = contested_case(n=60, contested=8, seed=7)
+    ev = QueueEvidence.from_labels(labels, model=model, vote=vote)
+    order = rounds.ranking("audit:calibrated_error:0.5", ("audit:calibrated_error", "sum"), ev, 0, 20, truth)
+    audit = rounds.ranking("random", ("random", ""), ev, 0)[:10]
+    assert order[:10].tolist() == audit.tolist() and len(set(order.tolist())) == 60
+    assert rounds.ranking("placebo", ("placebo", ""), ev, 0).tolist() == rounds.ranking("random", ("random", ""), ev, 0).tolist()
+    runs = [{"testbed": "t", "seed": s, "method": m, "score": m, "n": n, "auc": 0.9 + g, "gain": g, "revealed": 5 * n,
+             "vote_wrong_revealed": 1, "contested_revealed": 2, "seconds": 1.0, "settings": {}}
+            for s in (0, 1) for m, n, g in [("none", 0, 0.0), ("random", 200, 0.01), ("activelab", 200, 0.015),
+                                            ("queue", 200, 0.025), ("random", 400, 0.02), ("queue", 400, 0.01)]]
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": runs + runs[:3]}))  # a repeated cell is kept once
+    assert rounds.main(["--collect", str(tmp_path / "runs.json"), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out.json").read_text())["summary"]["t"]
+    assert summary["targets_n200"]["ratio_to_random"] == pytest.approx(2.5)
+    assert summary["targets_n200"]["two_x_random"] and summary["targets_n200"]["beats_activelab"]
+    text = (tmp_path / "out.md").read_text()
+    assert "| queue | `queue` | 0.9250 (+0.0250) | 0.9100 (+0.0100) |" in text and "Chosen: **queue** (mean 1.50" in text
+    assert (tmp_path / "out.png").stat().st_size > 1000

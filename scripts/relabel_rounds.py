@@ -412,14 +412,16 @@ def relative_to_random(summary: dict[str, Any], ns: tuple[int, ...] = (200, 400)
     return {m: {"cells": v, "mean": _mean(list(v.values()))} for m, v in cells.items()}
 
 
-def choice_markdown(summary: dict[str, Any]) -> str:
+def choice_markdown(summary: dict[str, Any], choose: bool) -> str:
+    """Each ranking relative to random; with ``choose`` (development seeds only), the candidate the queue takes."""
     relative = relative_to_random(summary)
     if not relative:
         return ""
     names = sorted({c for r in relative.values() for c in r["cells"]})
-    lines = ["## The choice of the queue (development seeds)", "",
-             "Each ranking's gain divided by random's mean gain (every random draw) in the same testbed × N cell; the "
-             "queue is the candidate (not a baseline or control) with the highest mean over the cells.", "",
+    lines = ["## The choice of the queue (development seeds)" if choose else "## Each ranking relative to random", "",
+             "Each ranking's gain divided by random's mean gain (every random draw) in the same testbed × N cell"
+             + ("; the queue is the candidate (not a baseline or control) with the highest mean over the cells." if choose else "."),
+             "",
              "| ranking | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
     order = sorted(relative, key=lambda m: -relative[m]["mean"])
     for method in order:
@@ -427,7 +429,7 @@ def choice_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(f"{r['cells'][c]:.2f}" if c in r["cells"] else "—" for c in names)
                      + f" | {r['mean']:.2f} |")
     chosen = next((m for m in order if m not in NOT_CANDIDATES and len(relative[m]["cells"]) == len(names)), None)
-    if chosen:
+    if choose and chosen:
         lines += ["", f"Chosen: **{chosen}** (mean {relative[chosen]['mean']:.2f} × random's gain)."]
     return "\n".join(lines) + "\n"
 
@@ -474,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder that keeps each seed's round 0 (evidence and AUC, .npz) for later invocations")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "relabel_rounds", help="output path without suffix")
     p.add_argument("--collect", nargs="+", type=Path, default=None, help="only merge the .json files of earlier runs")
+    p.add_argument("--choose", action="store_true",
+                   help="development seeds: name the candidate with the highest mean gain relative to random (the queue)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -518,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary}, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(summary, command) + "\n" + choice_markdown(summary))
+    args.out.with_suffix(".md").write_text(markdown(summary, command) + "\n" + choice_markdown(summary, args.choose))
     plot(summary, args.out.with_suffix(".png"))
     print(args.out.with_suffix(".md").read_text())
     return 0

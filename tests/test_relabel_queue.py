@@ -392,7 +392,7 @@ def test_rounds_orders_and_the_collected_table(tmp_path: Path) -> None:
             for s in (0, 1) for m, n, g in [("none", 0, 0.0), ("random", 200, 0.01), ("activelab", 200, 0.015),
                                             ("queue", 200, 0.025), ("random", 400, 0.02), ("queue", 400, 0.01)]]
     (tmp_path / "runs.json").write_text(json.dumps({"runs": runs + runs[:3]}))  # a repeated cell is kept once
-    assert rounds.main(["--collect", str(tmp_path / "runs.json"), "--out", str(tmp_path / "out")]) == 0
+    assert rounds.main(["--collect", str(tmp_path / "runs.json"), "--choose", "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out.json").read_text())["summary"]["t"]
     assert summary["targets_n200"]["ratio_to_random"] == pytest.approx(2.5)
     assert summary["targets_n200"]["two_x_random"] and summary["targets_n200"]["beats_activelab"]

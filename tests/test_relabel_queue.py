@@ -399,3 +399,18 @@ def test_rounds_orders_and_the_collected_table(tmp_path: Path) -> None:
     text = (tmp_path / "out.md").read_text()
     assert "| queue | `queue` | 0.9250 (+0.0250) | 0.9100 (+0.0100) |" in text and "Chosen: **queue** (mean 1.50" in text
     assert (tmp_path / "out.png").stat().st_size > 1000
+
+
+def test_script_random_sample_is_seeded_and_skips_hand_labelled_images(tmp_path: Path) -> None:
+    labels, *_ = contested_case(n=20, contested=3, seed=8)
+    items = [{"image": f"img/{i}.png", "dicom_id": f"d{i}", "labels": labels[i].tolist(),
+              "label": [1.0, 0.0, 0.0] if i < 5 else [None, None, None]} for i in range(20)]
+    source = tmp_path / "datalist.json"
+    source.write_text(json.dumps({"findings": FINDINGS, "label_sets": SETS, "training": items}))
+    script = _script()
+    runs = []
+    for out in ("a", "b"):
+        assert script.main(["--datalist", str(source), "--score", "random", "--seed", "3", "--n", "8", "--no-sheet",
+                            "--out", str(tmp_path / out)]) == 0
+        runs.append([r["id"] for r in csv.DictReader(open(tmp_path / out / "queue.csv"))])
+    assert runs[0] == runs[1] and len(set(runs[0])) == 8 and not set(runs[0]) & {f"d{i}" for i in range(5)}

@@ -28,7 +28,7 @@ import numpy as np
 
 from l2v_monai.data.datalist import (
     DatalistSourceError,
-    _write_json,
+    write_json_atomically,
     csv_line,
     exclusions_path,
     labels_to_json,
@@ -141,7 +141,7 @@ def import_hand_labels(
     changed = int((~np.isnan(before) & ~np.isnan(after) & (before != after)).sum())
     document[split] = [{**item, "label": labels_to_json(after[i])} for i, item in enumerate(items)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(out, document)
+    write_json_atomically(out, document)
     if exclusions_path(datalist).is_file() and exclusions_path(datalist).resolve() != exclusions_path(out).resolve():
         shutil.copyfile(exclusions_path(datalist), exclusions_path(out))
     return {

@@ -156,9 +156,9 @@ def write_datalist(datalist: Datalist, path: str | Path, relative_paths: bool = 
     """Write the datalist JSON and its exclusions list (always, even when empty); return both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(path, datalist.to_json(path.parent if relative_paths else None))
+    write_json_atomically(path, datalist.to_json(path.parent if relative_paths else None))
     excluded = exclusions_path(path)
-    _write_json(excluded, datalist.exclusions.to_json())
+    write_json_atomically(excluded, datalist.exclusions.to_json())
     return path, excluded
 
 
@@ -178,7 +178,8 @@ def _dumps(document: Any, depth: int = 0) -> str:
     return json.dumps(document, allow_nan=False)
 
 
-def _write_json(path: Path, document: Any) -> None:
+def write_json_atomically(path: Path, document: Any) -> None:
+    """Write ``document`` as strict JSON (no NaN) through a temporary file, so a kill never leaves half a file."""
     # allow_nan=False (in _dumps): a NaN that escaped the null conversion would write invalid JSON.
     try:
         text = _dumps(document)

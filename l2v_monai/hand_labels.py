@@ -17,7 +17,6 @@ an old one. The strategies then treat these labels as trusted (``l2v_monai.strat
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from l2v_monai.data.datalist import (
     write_json_atomically,
     csv_line,
     exclusions_path,
+    load_datalist_document,
     labels_to_json,
     parse_label_value,
     read_csv_table,
@@ -115,12 +115,7 @@ def import_hand_labels(
     Returns counts: items hand-labelled now and in all, entries set, entries that changed value.
     """
     datalist, out = Path(datalist), Path(out)
-    if not datalist.is_file():
-        raise FileNotFoundError(f"datalist not found: {datalist}")
-    try:
-        document = json.loads(datalist.read_text())
-    except json.JSONDecodeError as error:
-        raise DatalistSourceError(datalist, f"not valid JSON ({error})") from None
+    document = load_datalist_document(datalist)
     findings = list(document.get("findings", []))
     if not findings:
         raise DatalistSourceError(datalist, "names no 'findings'")

@@ -421,6 +421,17 @@ def read_csv_table(path: str | Path, required: Iterable[str] = (), what: str = "
     return CsvTable(header, dict(zip(header, columns)), len(rows))
 
 
+def load_datalist_document(path: str | Path) -> dict[str, Any]:
+    """The datalist file's JSON as written; a missing file or invalid JSON is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} not found: build it with scripts/prepare_mimic.py or scripts/prepare_manifest.py")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatalistSourceError(path, f"not valid JSON ({err})") from err
+
+
 def read_datalist(
     path: str | Path,
     label_sets: Sequence[str] | None = None,
@@ -437,12 +448,7 @@ def read_datalist(
     ``findings`` that differ from the datalist's (the network's outputs follow the config).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"datalist {path} not found: build it with scripts/prepare_mimic.py or scripts/prepare_manifest.py")
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatalistSourceError(path, f"not valid JSON ({err})") from err
+    document = load_datalist_document(path)
     available = list(document.get("label_sets", []))
     chosen = available if label_sets is None else list(label_sets)
     unknown = [name for name in chosen if name not in available]

@@ -42,7 +42,10 @@ test: venv fashion-mnist
 	$(PY) -m pytest -q tests
 
 # MONAI Deploy and MONAI Label on a standalone copy of the bundle, in a venv of their own: MONAI Label
-# pins numpy < 2 and the Deploy SDK loads holoscan into every `import monai`, so neither joins $(VENV).
+# pins its own versions (jsonschema 3, ...) and the Deploy SDK loads holoscan into every `import monai`,
+# so neither joins $(VENV). The integration venv sees $(VENV)'s packages behind its own (one .pth line),
+# so torch and its CUDA libraries (about 5 GB) are installed once, not twice; whatever the SDKs need in
+# another version pip installs into the integration venv, where it shadows $(VENV)'s copy.
 # The import check first: without it, missing SDKs would only make the tests skip.
 INTEGRATION_VENV ?= .venv-integration
 INTEGRATION_PY := $(INTEGRATION_VENV)/bin/python
@@ -51,11 +54,13 @@ test-integration: $(INTEGRATION_VENV)/.installed
 	$(INTEGRATION_PY) -c "import monai.deploy.operators.monai_bundle_inference_operator, monailabel.tasks.infer.bundle"
 	$(INTEGRATION_PY) -m pytest -q tests/test_deploy_label.py
 
-$(INTEGRATION_VENV)/.installed: pyproject.toml
+$(INTEGRATION_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	test -x $(INTEGRATION_PY) || $(PYTHON) -m venv $(INTEGRATION_VENV)
+	echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+	  > "$$($(INTEGRATION_PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_l2v_base_venv.pth"
+	$(INTEGRATION_PY) -c "import torch, torchvision"
 	$(INTEGRATION_PY) -m pip install --quiet --upgrade pip
-	$(INTEGRATION_PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_SPEC)
-	$(INTEGRATION_PY) -m pip install --quiet -e '.[deploy]' pytest monailabel
+	$(INTEGRATION_PY) -m pip install --quiet -e '.[deploy]' pytest monailabel $(TORCH_SPEC)
 	touch $@
 
 clean:

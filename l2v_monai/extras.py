@@ -4,7 +4,7 @@ The core (``pip install l2v-monai``) trains, validates and prepares datalists. W
 need lives in extras, imported where it is used so that ``import l2v_monai.<module>`` never needs it:
 
 * ``[reports]``: transformers (report embedding), medspaCy + loguru (the ``context`` report labeler);
-* ``[baselines]``: crowd-kit (the Dawid–Skene baseline strategy);
+* ``[baselines]``: crowd-kit (Dawid–Skene: the baseline strategy, the label-set quality report, the relabeling queue);
 * ``[eval]``: matplotlib (ROC plots, heatmaps) and pandas (AUC tables);
 * ``[test]``: everything the test suite needs, the extras above included.
 """

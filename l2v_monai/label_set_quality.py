@@ -29,13 +29,13 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from l2v_monai.dawid_skene import BinaryFit, binarize, fit_binary
 from l2v_monai.labelers.quality import MIN_POSITIVES, finding_quality
 
 __all__ = [
@@ -90,67 +90,21 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     return low, high
 
 
-@dataclass(frozen=True)
-class DawidSkeneQuality:
-    """Dawid–Skene's view of ``S`` items × ``M`` sets × ``N`` findings (NaN where it has nothing to say)."""
-
-    sensitivity: np.ndarray  # M × N, P(set says 1 | y = 1)
-    specificity: np.ndarray  # M × N, P(set says 0 | y = 0)
-    prevalence: np.ndarray  # N, P(y = 1)
-    posterior: np.ndarray  # S × N, P(y = 1 | the sets' labels); NaN for items no set labels
-
-
-def _binary(labels: np.ndarray) -> np.ndarray:
-    """Labels as 0/1 floats (soft labels cut at 0.5), NaN kept."""
-    labels = np.asarray(labels, dtype=np.float64)
-    return np.where(np.isnan(labels), np.nan, (labels >= 0.5).astype(np.float64))
+#: Dawid–Skene's per-finding fit (:class:`l2v_monai.dawid_skene.BinaryFit`), under the name this report gives it.
+DawidSkeneQuality = BinaryFit
 
 
 def _check_sets(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 3:
         raise ValueError(f"label sets must be items × sets × findings, got shape {labels.shape}")
-    return _binary(labels)
+    return binarize(labels)
 
 
 def estimate_quality(labels: np.ndarray, n_iter: int = 100, tol: float = 1e-5) -> DawidSkeneQuality:
-    """Fit binary Dawid–Skene (crowd-kit) per finding on ``labels`` (S × M × N, NaN = no label).
-
-    A finding on which every label says the same value has one class only: its prevalence is 0
-    (or 1), the sets' specificity 1 (sensitivity 1) and the other rate undefined (NaN). A set that
-    labels no item of a finding gets NaN there.
-    """
-    import pandas as pd
-    from crowdkit.aggregation import DawidSkene
-
-    labels = _check_sets(labels)
-    s, m, n = labels.shape
-    sensitivity = np.full((m, n), np.nan)
-    specificity = np.full((m, n), np.nan)
-    prevalence = np.full(n, np.nan)
-    posterior = np.full((s, n), np.nan)
-    for j in range(n):
-        items, sets = np.nonzero(~np.isnan(labels[:, :, j]))
-        if not len(items):
-            continue
-        values = labels[items, sets, j].astype(int)
-        present = np.unique(sets)
-        if len(np.unique(values)) == 1:
-            only = int(values[0])
-            prevalence[j] = float(only)
-            posterior[np.unique(items), j] = float(only)
-            (sensitivity if only else specificity)[present, j] = 1.0
-            continue
-        frame = pd.DataFrame({"task": items, "worker": sets, "label": values})
-        model = DawidSkene(n_iter=n_iter, tol=tol).fit(frame)
-        # errors_: rows (worker, label given), columns the true label; a label a set never gave is absent.
-        errors = model.errors_.reindex(pd.MultiIndex.from_product([present, [0, 1]]), fill_value=0.0)
-        sensitivity[present, j] = errors[1].to_numpy().reshape(-1, 2)[:, 1]
-        specificity[present, j] = errors[0].to_numpy().reshape(-1, 2)[:, 0]
-        prevalence[j] = float(model.priors_.get(1, 0.0))
-        proba = model.probas_
-        posterior[proba.index.to_numpy(dtype=int), j] = proba[1].to_numpy()
-    return DawidSkeneQuality(sensitivity, specificity, prevalence, posterior)
+    """Binary Dawid–Skene per finding on ``labels`` (S × M × N, NaN = no label): see
+    :func:`l2v_monai.dawid_skene.fit_binary`, which the ``dawid_skene`` strategy fits too."""
+    return fit_binary(labels, n_iter=n_iter, tol=tol)
 
 
 def posterior_quality(labels: np.ndarray, posterior: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +196,7 @@ def quality_report(
     if len(set(set_names)) != m:
         raise ValueError(f"label-set names repeat: {list(set_names)}")
     if truth is not None:
-        truth = _binary(truth)
+        truth = binarize(truth)
         if truth.shape != (s, n):
             raise ValueError(f"truth has shape {truth.shape}, expected {s} items × {n} findings")
     fit = estimate_quality(labels, n_iter=n_iter)

@@ -74,6 +74,28 @@ def test_dawid_skene_recovers_truth_where_majority_vote_fails() -> None:
     assert (mv == truth).mean() < 0.8
 
 
+def test_dawid_skene_strategy_and_quality_report_share_one_fit() -> None:
+    """The strategy's posterior and targets come from the fit the quality report shows; soft labels
+    count as 1 from 0.5 up (0.7 is a positive, not truncated to 0)."""
+    from l2v_monai.label_set_quality import estimate_quality
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, size=(150, 2))
+    sets = [np.where(rng.random(truth.shape) < p, 1 - truth, truth) for p in (0.05, 0.2, 0.3)]
+    labels = np.stack(sets, axis=1).astype(np.float32)
+    labels[rng.random(labels.shape) < 0.1] = np.nan
+    soft = np.where(labels == 1, 0.7, labels).astype(np.float32)  # the same labels, positives soft
+    ds = DawidSkene()
+    posterior = ds.posterior(soft)
+    assert posterior.dtype == np.float32
+    np.testing.assert_array_equal(posterior, estimate_quality(labels).posterior.astype(np.float32))
+    decided = ds.aggregate(soft, min_confidence=0.9)
+    confident = np.maximum(posterior, 1 - posterior) >= 0.9
+    np.testing.assert_array_equal(np.isnan(decided), ~confident)
+    np.testing.assert_array_equal(decided[confident], (posterior[confident] > 0.5).astype(np.float32))
+    assert (decided[confident] == truth[confident]).mean() > 0.95
+
+
 def test_dawid_skene_multiclass_and_attach_targets() -> None:
     rng = np.random.default_rng(1)
     k, s = 4, 300

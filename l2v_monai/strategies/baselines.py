@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from l2v_monai import vote as v
+from l2v_monai.dawid_skene import fit_binary, fit_classes
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 
 __all__ = [
@@ -184,57 +185,25 @@ class DawidSkene(FittedTargets):
         super().__init__(multiclass)
         self.n_iter = n_iter
 
-    def _fit(self, tasks: np.ndarray, workers: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fit Dawid–Skene on ``(task, worker, label)`` triples; return the fitted tasks, the label
-        values (columns) and the posterior, ``tasks × values``."""
-        import pandas as pd
-        from crowdkit.aggregation import DawidSkene as CrowdKitDS
-
-        df = pd.DataFrame({"task": tasks, "worker": workers, "label": values})
-        proba = CrowdKitDS(n_iter=self.n_iter).fit_predict_proba(df)
-        return proba.index.to_numpy(), proba.columns.to_numpy().astype(int), proba.to_numpy()
-
-    def _per_finding(self, labels: np.ndarray, read: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        """Fit each finding of multi-label sets on its own; ``read(values, posterior)`` gives the output
-        per fitted task. ``S × N``, NaN where no set has a label; a finding every set labels alike keeps
-        that label (Dawid–Skene has nothing to estimate there)."""
-        labels = np.asarray(labels, dtype=np.float32)
-        s, _, n = labels.shape
-        out = np.full((s, n), np.nan, dtype=np.float32)
-        for j in range(n):
-            tasks, workers = np.nonzero(~np.isnan(labels[:, :, j]))
-            if not len(tasks):
-                continue
-            values = labels[tasks, workers, j].astype(int)
-            if len(np.unique(values)) == 1:
-                out[tasks, j] = values
-                continue
-            fitted, classes, proba = self._fit(tasks, workers, values)
-            out[fitted, j] = read(classes, proba)
-        return out
-
     def posterior(self, labels: np.ndarray) -> np.ndarray:
         """Dawid–Skene's posterior ``P(y = 1)`` per (sample, finding), ``S × N`` (multi-label only).
 
         A calibrated probability rather than a decision: each set's per-finding sensitivity and
         specificity, estimated from all the sets together, weigh its vote. NaN only where no set
-        has a label; a finding every set labels alike keeps that label.
+        has a label; a finding every set labels alike keeps that label. The fit is
+        :func:`l2v_monai.dawid_skene.fit_binary`, the one the quality report shows.
         """
         if self.multiclass:
             raise ValueError("dawid_skene_posterior is for multi-label sets; use dawid_skene for one-hot data")
-        return self._per_finding(
-            labels, lambda classes, proba: proba[:, list(classes).index(1)] if 1 in classes else np.zeros(len(proba))
-        )
+        return fit_binary(labels, n_iter=self.n_iter).posterior.astype(np.float32)
 
     def aggregate(self, labels: np.ndarray, min_confidence: float = 0.0) -> np.ndarray:
         """Per-sample Dawid–Skene labels (``S × N``); NaN where the posterior is below ``min_confidence``."""
-
-        def decide(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
-            best = classes[proba.argmax(axis=1)]
-            return np.where(proba.max(axis=1) >= min_confidence, best, np.nan)
-
         if not self.multiclass:
-            return self._per_finding(labels, decide)
+            p = fit_binary(labels, n_iter=self.n_iter).posterior
+            # The likelier class; a posterior of exactly 0.5 goes to 0, as argmax over (0, 1) does.
+            decided = ~np.isnan(p) & (np.maximum(p, 1.0 - p) >= min_confidence)
+            return np.where(decided, (p > 0.5).astype(np.float32), np.nan).astype(np.float32)
         labels = np.asarray(labels, dtype=np.float32)
         s, _, n = labels.shape
         out = np.full((s, n), np.nan, dtype=np.float32)
@@ -242,12 +211,13 @@ class DawidSkene(FittedTargets):
         tasks, workers = np.nonzero(~np.isnan(labels).any(axis=2))
         if len(tasks):
             classes = np.nan_to_num(labels).argmax(axis=2)[tasks, workers]
-            fitted, values, proba = self._fit(tasks, workers, classes)
-            best = decide(values, proba)
-            rows = np.full((len(fitted), n), np.nan, dtype=np.float32)
-            confident = ~np.isnan(best)
-            rows[confident] = np.eye(n, dtype=np.float32)[best[confident].astype(int)]
-            out[fitted] = rows
+            proba = fit_classes(tasks, workers, classes, n_iter=self.n_iter).probas_
+            values = proba.columns.to_numpy().astype(int)
+            best = values[proba.to_numpy().argmax(axis=1)]
+            confident = proba.to_numpy().max(axis=1) >= min_confidence
+            rows = np.full((len(proba), n), np.nan, dtype=np.float32)
+            rows[confident] = np.eye(n, dtype=np.float32)[best[confident]]
+            out[proba.index.to_numpy()] = rows
         return out
 
 

@@ -61,6 +61,10 @@ $(INTEGRATION_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	$(INTEGRATION_PY) -c "import torch, torchvision"
 	$(INTEGRATION_PY) -m pip install --quiet --upgrade pip
 	$(INTEGRATION_PY) -m pip install --quiet -e '.[deploy]' pytest monailabel $(TORCH_SPEC)
+	# The Deploy SDK installs into monai/deploy/. A monai/ without __init__.py here would lose to $(VENV)'s
+	# regular package, and monai.deploy would not import: MONAI itself (same version, no deps) goes here too.
+	$(INTEGRATION_PY) -m pip install --quiet --no-deps --ignore-installed \
+	  "monai==$$($(PY) -c "import importlib.metadata as m; print(m.version('monai'))")"
 	touch $@
 
 clean:

@@ -1,6 +1,6 @@
 """How good is each label set, per finding, before anyone hand-labels an image?
 
-Three parts, one concept (each label set's sensitivity, specificity and prevalence per finding):
+Four parts, one concept (each label set's sensitivity, specificity and prevalence per finding):
 
 * **Estimated without hand labels.** Dawid–Skene (1979), fitted with crowd-kit once per finding on
   the binary labels of all sets together, gives every set a 2 × 2 confusion matrix (its
@@ -8,6 +8,9 @@ Three parts, one concept (each label set's sensitivity, specificity and prevalen
   prevalence ``P(y = 1)`` and each item's posterior ``P(y = 1 | labels)``. It assumes the sets err
   independently given the truth and are better than chance; sets built from one labeler (its
   uncertain → 0 and uncertain → 1 mappings) break the first assumption.
+* **Estimated from a trained run's vote, where one exists.** The run's refined labels ȳ
+  (:mod:`l2v_monai.run_outputs`) taken as ``P(y = 1)`` give every set a second sensitivity and
+  specificity, and the vote's weights show how much it trusted each set per finding.
 * **Measured against hand labels, where some exist.** True positives over positives and true
   negatives over negatives, with 95 % Wilson intervals, and whether the estimate lies inside. Hand
   labels are rarely a random sample (on OpenI, MeSH negatives are only the reports tagged
@@ -66,6 +69,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "hand_positives", "true_positives", "sensitivity", "sensitivity_low", "sensitivity_high", "sensitivity_inside",
     "hand_negatives", "true_negatives", "specificity", "specificity_low", "specificity_high", "specificity_inside",
     "est_sensitivity_on_hand", "est_specificity_on_hand", "in_error",
+    "est_sensitivity_vote", "est_specificity_vote", "vote_weight",
 )
 
 
@@ -181,6 +185,8 @@ def quality_report(
     min_positives: int = MIN_POSITIVES,
     truth_name: str = "hand labels",
     n_iter: int = 100,
+    vote: np.ndarray | None = None,
+    vote_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Estimated (and, given ``truth``: S × N, 1/0/NaN, measured) quality of every set × finding.
 
@@ -188,6 +194,13 @@ def quality_report(
     ``prevalence`` (finding → estimate), ``disagreement`` (:func:`disagreement`), ``rows`` (one per
     set × finding, :data:`CSV_COLUMNS`, NaN as None) and, with ``truth``, ``error``
     (:func:`estimate_error` over the findings with ≥ ``min_positives`` truth positives).
+
+    Given a trained run's ``vote`` (its soft refined labels ȳ, S × N, :mod:`l2v_monai.run_outputs`),
+    each set's sensitivity and specificity are estimated a second way, with ȳ as ``P(y = 1)``
+    (:func:`posterior_quality` over every item; ``est_*_vote``), and ``vote_prevalence`` is the mean
+    ȳ. ``vote_weights`` (S × M × N, NaN where a set has no label) give ``vote_weight``: the mean
+    weight the vote gave the set on the entries that at least two sets label (1/M = no preference).
+    With ``truth`` too, ``error_vote`` scores these estimates.
     """
     labels = _check_sets(labels)
     s, m, n = labels.shape
@@ -199,8 +212,25 @@ def quality_report(
         truth = binarize(truth)
         if truth.shape != (s, n):
             raise ValueError(f"truth has shape {truth.shape}, expected {s} items × {n} findings")
+    if vote is not None:
+        vote = np.asarray(vote, dtype=np.float64)
+        if vote.shape != (s, n):
+            raise ValueError(f"the vote's refined labels have shape {vote.shape}, expected {s} items × {n} findings")
+    if vote_weights is not None:
+        if vote is None:
+            raise ValueError("vote_weights need the vote's refined labels (vote) too")
+        vote_weights = np.asarray(vote_weights, dtype=np.float64)
+        if vote_weights.shape != (s, m, n):
+            raise ValueError(f"the vote's weights have shape {vote_weights.shape}, expected {s} items × {m} sets × {n} findings")
     fit = estimate_quality(labels, n_iter=n_iter)
     agree = disagreement(labels, set_names, findings)
+    if vote is not None:
+        vote_sens, vote_spec = posterior_quality(labels, vote, np.ones((s, n), dtype=bool))
+    if vote_weights is not None:
+        # Where only one set labels an entry its weight is 1 by construction: average where the vote chose.
+        chosen = ((~np.isnan(labels)).sum(1) >= 2)[:, None, :] & ~np.isnan(vote_weights)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_weight = np.where(chosen, vote_weights, 0.0).sum(0) / chosen.sum(0)
     if truth is not None:
         on_sens, on_spec = posterior_quality(labels, fit.posterior, ~np.isnan(truth))
     rows: list[dict[str, Any]] = []
@@ -215,6 +245,10 @@ def quality_report(
                 set_positive_rate=_float(np.nanmean(said)) if (~np.isnan(said)).any() else None,
                 items=int((~np.isnan(said)).sum()), disagreement=_float(agree["findings"][finding]["fraction"]),
             )
+            if vote is not None:
+                row.update(est_sensitivity_vote=_float(vote_sens[k, j]), est_specificity_vote=_float(vote_spec[k, j]))
+            if vote_weights is not None:
+                row.update(vote_weight=_float(mean_weight[k, j]))
             if truth is not None:
                 # Score the set only where it has a label: a missing label is not a negative call.
                 measured = finding_quality(np.nan_to_num(said), np.where(np.isnan(said), np.nan, truth[:, j]))
@@ -243,7 +277,14 @@ def quality_report(
         "prevalence": {f: _float(fit.prevalence[j]) for j, f in enumerate(findings)},
         "disagreement": agree,
         "rows": rows,
+        "vote": None,
     }
+    if vote is not None:
+        report["vote"] = {
+            "weights": vote_weights is not None,
+            "prevalence": {f: _float(np.nanmean(vote[:, j])) if (~np.isnan(vote[:, j])).any() else None
+                           for j, f in enumerate(findings)},
+        }
     if truth is not None:
         report["truth_positives"] = {f: int((truth[:, j] == 1).sum()) for j, f in enumerate(findings)}
         report["truth_negatives"] = {f: int((truth[:, j] == 0).sum()) for j, f in enumerate(findings)}
@@ -258,6 +299,8 @@ def quality_report(
         }
         report["error"] = estimate_error(report)
         report["error_on_hand"] = estimate_error(report, estimate="on_hand")
+        if vote is not None:
+            report["error_vote"] = estimate_error(report, estimate="vote")
     return report
 
 
@@ -267,13 +310,15 @@ def estimate_error(
     """Mean absolute error of the estimates against the measured values, per set, per finding and overall.
 
     ``findings`` defaults to those with ≥ ``min_positives`` truth positives (``in_error``);
-    ``estimate`` is ``"population"`` (Dawid–Skene's rates over all items) or ``"on_hand"``
-    (:func:`posterior_quality` on the hand-labelled items). Pairs where either value is undefined
-    are left out. Also counts how many estimates lie inside the measured 95 % interval.
+    ``estimate`` is ``"population"`` (Dawid–Skene's rates over all items), ``"on_hand"``
+    (:func:`posterior_quality` on the hand-labelled items) or ``"vote"`` (a trained run's refined
+    labels as the posterior). Pairs where either value is undefined are left out. Also counts how
+    many estimates lie inside the measured 95 % interval.
     """
-    if estimate not in ("population", "on_hand"):
-        raise ValueError(f"estimate must be 'population' or 'on_hand', got {estimate!r}")
-    suffix = "" if estimate == "population" else "_on_hand"
+    suffixes = {"population": "", "on_hand": "_on_hand", "vote": "_vote"}
+    if estimate not in suffixes:
+        raise ValueError(f"estimate must be one of {sorted(suffixes)}, got {estimate!r}")
+    suffix = suffixes[estimate]
     wanted = (lambda r: r["finding"] in findings) if findings is not None else (lambda r: bool(r.get("in_error")))
     chosen = [r for r in report["rows"] if wanted(r)]
 
@@ -422,6 +467,8 @@ def markdown_report(report: Mapping[str, Any], title: str = "Label-set quality",
         cells = [f"{_fmt(row[s, f]['est_sensitivity'], 2)} / {_fmt(row[s, f]['est_specificity'])}" for s in sets]
         lines.append(f"| {f} | {_fmt(report['prevalence'][f])} | {_pct(report['disagreement']['findings'][f]['fraction'])} | "
                      + " | ".join(cells) + " |")
+    if report.get("vote"):
+        lines += _markdown_vote(report, row)
     lines += ["", "## Disagreement per finding", "",
               "Over the items that at least two sets label; a pair's rate is over the items both label.", "",
               "| finding | items | sets disagree | most-disagreeing pair | its rate | least-disagreeing pair | its rate |",
@@ -436,6 +483,21 @@ def markdown_report(report: Mapping[str, Any], title: str = "Label-set quality",
     if truth:
         lines += _markdown_measured(report, row)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_vote(report: Mapping[str, Any], row: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
+    sets, findings, weights = report["label_sets"], report["findings"], report["vote"]["weights"]
+    lines = ["", "## Estimated from the trained run's vote", "",
+             "The run's refined labels ȳ, recomputed over these items, taken as P(y = 1): each cell gives the set's "
+             "sensitivity / specificity that ȳ implies" + (", and in brackets the mean weight the vote gave the set where "
+             f"at least two sets label the entry (1/{len(sets)} = no preference)." if weights else
+             " (the run's strategy does not vote: ȳ is the target it trains toward)."), "",
+             "| finding | mean ȳ | " + " | ".join(sets) + " |", "|---|---:|" + "---:|" * len(sets)]
+    for f in findings:
+        cells = [f"{_fmt(row[s, f]['est_sensitivity_vote'], 2)} / {_fmt(row[s, f]['est_specificity_vote'])}"
+                 + (f" ({_fmt(row[s, f]['vote_weight'], 2)})" if weights else "") for s in sets]
+        lines.append(f"| {f} | {_fmt(report['vote']['prevalence'][f])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _error_lines(error: Mapping[str, Any], sets: Sequence[str]) -> list[str]:
@@ -459,6 +521,9 @@ def _markdown_measured(report: Mapping[str, Any], row: Mapping[tuple[str, str], 
               f"weighs those items; the {truth} themselves are not used). A large drop from the table above means "
               f"the {truth} cover a different population than the label sets.", ""]
     lines += _error_lines(on_hand, sets)
+    if report.get("error_vote"):
+        lines += ["", f"The trained run's vote (its refined labels as P(y = 1), over all items) against {truth}:", ""]
+        lines += _error_lines(report["error_vote"], sets)
     lines += ["", "Per finding (mean over the sets):", "",
               f"| finding | positives | negatives | sensitivity MAE | specificity MAE | on the items with {truth}: "
               f"sens. / spec. MAE | Dawid–Skene positives (posterior ≥ 0.5): {truth} 1 / 0 / none |",
@@ -498,7 +563,8 @@ def write_csv(report: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def plot_quality(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Heatmaps, sets × findings: estimated sensitivity and specificity; with a truth also estimate − measured."""
+    """Heatmaps, sets × findings: estimated sensitivity and specificity; with a truth also estimate − measured;
+    with a run the vote's estimates and mean weights."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -519,6 +585,11 @@ def plot_quality(report: Mapping[str, Any], path: str | Path) -> Path:
     if report.get("truth"):
         panels += [(f"sensitivity: estimate − {report['truth']}", grid("est_sensitivity", "sensitivity"), "RdBu_r", (-0.5, 0.5)),
                    (f"specificity: estimate − {report['truth']}", grid("est_specificity", "specificity"), "RdBu_r", (-0.5, 0.5))]
+    if report.get("vote"):
+        panels += [("sensitivity from the run's vote", grid("est_sensitivity_vote"), "viridis", (0.0, 1.0)),
+                   ("specificity from the run's vote", grid("est_specificity_vote"), "viridis", (0.5, 1.0))]
+        if report["vote"]["weights"]:
+            panels.append(("mean vote weight (≥ 2 sets label)", grid("vote_weight"), "viridis", (0.0, 1.0)))
     rows_ = (len(panels) + 1) // 2
     width, height = 2 * (1.5 + 0.55 * len(findings)), rows_ * (1.6 + 0.4 * len(sets))
     figure, axes = plt.subplots(rows_, 2, figsize=(width, height), squeeze=False)
@@ -536,7 +607,8 @@ def plot_quality(report: Mapping[str, Any], path: str | Path) -> Path:
         figure.colorbar(image, ax=axis, fraction=0.03)
     for axis in axes.ravel()[len(panels):]:
         axis.axis("off")
-    figure.suptitle(f"Label-set quality, Dawid–Skene per finding ({report['items']} items)", fontsize=10)
+    source = "Dawid–Skene per finding" + (" and the run's vote" if report.get("vote") else "")
+    figure.suptitle(f"Label-set quality, {source} ({report['items']} items)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

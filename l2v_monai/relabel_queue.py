@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,13 @@ __all__ = [
     "contact_sheet",
     "disagreement_scores",
     "disagreeing_findings",
-    "evidence_from_run",
     "finding_scores",
     "image_scores",
-    "item_batches",
     "item_id",
     "queue_rows",
     "source_image",
     "queue_scores",
     "top_n",
-    "vote_outputs",
     "write_queue",
     "with_hand",
     "write_template",
@@ -283,106 +280,6 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     order = np.argsort(-scores, kind="stable")
     order = order[np.isfinite(scores[order])]
     return order[:n]
-
-
-# ------------------------------------------------------------------------------------------------
-# The vote's per-item outputs from a trained strategy and network
-# ------------------------------------------------------------------------------------------------
-def item_batches(items: Sequence[Mapping[str, Any]], batch_size: int = 256) -> Iterator[dict[str, Any]]:
-    """In-memory items collated ``batch_size`` at a time, in order (what a DataLoader without shuffling gives)."""
-    from torch.utils.data import default_collate
-
-    for start in range(0, len(items), batch_size):
-        yield default_collate([dict(it) for it in items[start : start + batch_size]])
-
-
-def vote_outputs(strategy: Any, network: Any, batches: Iterable[Mapping[str, Any]], device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """``(ȳ S × N, model probabilities S × N)``: a trained vote run over the training batches, no update.
-
-    Each batch goes through the network (eval mode) and the strategy's ``forward`` as in a training
-    step; ``ȳ = Σ_m w_m y_m`` is the vote's soft refined label from the weights it returns (the
-    decision the model trained toward is ``ȳ ≥ 0.5``). Batches hold ``image`` and ``labels``, plus
-    the fitted ``target`` when the strategy has one (:func:`l2v_monai.strategies.attach_targets`);
-    :func:`item_batches` makes them from in-memory items. A strategy that does not vote (no
-    ``weights``) gives the target it trains toward instead.
-    """
-    import torch
-
-    from l2v_monai import vote as v
-    from l2v_monai.trainer import to_device
-
-    was_training = network.training
-    network.eval()
-    refined, probs = [], []
-    try:
-        for raw in batches:
-            # The strategy sees the batch as the trainer gives it: image, labels and every other key.
-            batch = to_device(dict(raw), device)
-            image = batch["image"] = batch["image"].float()
-            batch["labels"] = batch["labels"].float()
-            report = batch.get("report_embedding")
-            with torch.no_grad():
-                features = network.features(image, report.float()) if report is not None else network.features(image)
-                logits = network.head(features)
-            # A vote with virtual steps takes gradients inside its forward; the rest needs none.
-            with torch.enable_grad():
-                out = strategy(batch, logits, features, network)
-            if out.weights is not None:
-                ybar, valid = v.vote(out.weights, batch["labels"])
-                ybar = torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan")))
-            else:
-                ybar = out.target
-            refined.append(ybar.detach().float().cpu().numpy())
-            probs.append(torch.sigmoid(logits).float().cpu().numpy())
-    finally:
-        network.train(was_training)
-    return np.concatenate(refined), np.concatenate(probs)
-
-
-def evidence_from_run(
-    run_dir: str | Path,
-    datalist: str | Path,
-    overrides: Mapping[str, Any] | None = None,
-    config: str = "configs/train.json",
-    batch_size: int = 32,
-) -> dict[str, Any]:
-    """A trained bundle run's view of the training items: the vote's ȳ and the model's probabilities.
-
-    ``run_dir`` is the bundle root the run trained in (``configs/``, ``models/checkpoint.pt``);
-    ``overrides`` are the config keys the run was started with (``image_size``, ``label_sets`` ...),
-    so that the network, the strategy and the preprocessing match the checkpoint. The network and
-    the strategy are restored from the same epoch (``checkpoint.pt``) and run once over the
-    training split of ``datalist`` on the CPU (the image cache is built when missing). Returns
-    ``{"items", "labels" S × M × N, "label_sets", "findings", "vote", "model"}``.
-    """
-    import torch
-    from monai.bundle import ConfigParser
-    from monai.data import DataLoader
-
-    run_dir = Path(run_dir).resolve()
-    checkpoint = run_dir / "models" / "checkpoint.pt"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint in the run: {checkpoint} (train with 'run training' first)")
-    parser = ConfigParser()
-    parser.read_config(run_dir / config)
-    parser["bundle_root"] = str(run_dir)
-    parser["datalist"] = str(Path(datalist).resolve())
-    parser["device"] = torch.device("cpu")
-    parser["amp"] = False
-    parser["num_workers"] = 0
-    for key, value in (overrides or {}).items():
-        parser[key] = value
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    network = parser.get_parsed_content("network_def")
-    network.load_state_dict(state["network"])
-    strategy = parser.get_parsed_content("strategy")
-    strategy.load_state_dict(state["strategy"])
-    dataset = parser.get_parsed_content("train#dataset")
-    items = list(dataset.data)
-    vote, model = vote_outputs(strategy, network, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0))
-    labels = np.stack([np.asarray([[np.nan if x is None else float(x) for x in row] for row in it["labels"]]) for it in items])
-    return {"items": items, "labels": labels, "label_sets": list(parser["label_sets"]), "findings": list(parser["findings"]),
-            "vote": vote, "model": model}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,13 +46,13 @@ from l2v_monai.relabel_queue import (
     QUEUE_AGGREGATE,
     QUEUE_METHOD,
     QueueEvidence,
-    evidence_from_run,
     item_id,
     queue_scores,
     source_image,
     top_n,
     write_queue,
 )
+from l2v_monai.run_outputs import evidence_from_run, parse_overrides
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,19 +79,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--override takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _from_datalist(path: Path, split: str) -> dict[str, Any]:
     """The split's items and label sets, without a run."""
     from l2v_monai.data.datalist import DatalistSourceError, read_datalist
@@ -114,7 +101,7 @@ def export(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if args.run is not None:
         if args.split != "training":
             raise ValueError("--run ranks the training split (what the run trained on)")
-        found = evidence_from_run(args.run, args.datalist, _overrides(args.override))
+        found = evidence_from_run(args.run, args.datalist, parse_overrides(args.override))
     else:
         found = _from_datalist(args.datalist, args.split)
     items, findings = found["items"], found["findings"]

@@ -11,7 +11,7 @@ On the two testbeds whose truth is known (issue 13, part 3):
 Per seed, round 0 trains the default vote (``bundle/configs/train.json``'s ``strategy_options#l2v``)
 without hand labels and keeps what the rankings look at: the label sets, Dawid–Skene's posterior,
 the vote's soft refined label ȳ on every training item and the model's probabilities
-(``l2v_monai.relabel_queue.vote_outputs``). Each ranking then picks its top N training items;
+(``l2v_monai.run_outputs.vote_outputs``). Each ranking then picks its top N training items;
 their truth is revealed as hand labels (NaN truth stays unlabelled: MeSH has no negatives for most
 findings outside the reports tagged ``normal``), and the default vote is trained again from the
 same initialisation with those hand labels (anchors and targets where present). The row reports
@@ -56,10 +56,9 @@ from l2v_monai.relabel_queue import (  # noqa: E402
     QueueEvidence,
     finding_scores,
     image_scores,
-    item_batches,
     top_n,
-    vote_outputs,
 )
+from l2v_monai.run_outputs import item_batches, vote_outputs  # noqa: E402
 
 #: The comparison of issue 13 (report seeds): name → (score, aggregate); ``random`` draws a seeded order.
 COMPARISON: dict[str, tuple[str, str]] = {
@@ -226,7 +225,8 @@ def evidence_for(bed: Any, cache: Path | None) -> tuple[QueueEvidence, dict[str,
     from l2v_monai.label_set_quality import estimate_quality
 
     net, strategy, items, seconds = train(bed, None)
-    vote, model = vote_outputs(strategy, net, item_batches(items))
+    outputs = vote_outputs(strategy, net, item_batches(items))
+    vote, model = outputs.vote, outputs.model
     ds = estimate_quality(bed.labels).posterior
     auc, per_finding = bed.test_auc(net)
     meta = {"auc": auc, "per_finding": per_finding, "seconds": seconds}

@@ -129,6 +129,48 @@ def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, stra
         assert "head.attn.weight" in strategy_state
 
 
+def test_a_trained_run_feeds_the_relabel_queue_and_the_quality_report(mimic: dict, trained: Path, tmp_path: Path) -> None:
+    """``--run``: the saved network and vote go over the training items once; the queue shows the vote's
+    refined labels, the quality report its second estimate and weights. A datalist that is not the
+    run's is refused before any report is written."""
+    datalist, n_train = mimic["root"] / "datalist.json", len(mimic["datalist"]["training"])
+    run = ["--run", str(trained), "--override", "image_size=64", f"dataset_dir={mimic['root']}"]
+    queue = subprocess.run([sys.executable, str(ROOT / "scripts" / "relabel_queue.py"), "--datalist", str(datalist), *run,
+                            "--n", "5", "--no-sheet", "--out", str(tmp_path / "queue")], capture_output=True, text=True, timeout=600)
+    assert queue.returncode == 0, queue.stderr[-3000:]
+    with open(tmp_path / "queue" / "queue.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5
+    refined = [float(v) for r in rows for k, v in r.items() if k.startswith("vote:") and v]
+    assert len(refined) >= 5 * 10 and all(0.0 <= v <= 1.0 for v in refined)
+
+    out = tmp_path / "quality"
+    proc = subprocess.run([sys.executable, "-m", "l2v_monai.cli.label_quality", "--datalist", str(datalist), *run,
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["items"] == n_train and report["vote"]["weights"] is True
+    weights = [r["vote_weight"] for r in report["rows"] if r["vote_weight"] is not None]
+    assert weights and all(0.0 <= w <= 1.0 for w in weights)
+    # Per finding, the sets' mean weights are means of weights that sum to 1 per entry: about 1 in all.
+    for finding in report["findings"]:
+        per_set = [r["vote_weight"] for r in report["rows"] if r["finding"] == finding and r["vote_weight"] is not None]
+        if len(per_set) == len(report["label_sets"]):
+            assert 0.5 < sum(per_set) < 1.5
+    assert any(r["est_sensitivity_vote"] is not None for r in report["rows"])
+    assert "## Estimated from the trained run's vote" in out.with_suffix(".md").read_text()
+
+    # Another datalist than the run's: refused, naming both, and no report written.
+    other = json.loads(datalist.read_text())
+    other["training"] = other["training"][:-1]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    bad = subprocess.run([sys.executable, "-m", "l2v_monai.cli.label_quality", "--datalist", str(tmp_path / "other.json"),
+                          "--run", str(trained), "--override", "image_size=64", "datalist=" + str(datalist),
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "hold different training items" in bad.stderr and "other.json" in bad.stderr
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> None:
     # From inside the bundle copy, as its card says; the label-set run below is the repository-root form.
     bundle("run", "--config_file", "['configs/train.json','configs/evaluate.json']", "--dataset_dir", str(mimic["root"]),

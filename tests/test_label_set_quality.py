@@ -15,6 +15,7 @@ from l2v_monai.label_set_quality import (
     disagreement,
     estimate_error,
     estimate_quality,
+    markdown_report,
     posterior_quality,
     quality_inputs_from_datalist,
     quality_report,
@@ -161,6 +162,44 @@ def test_write_report_writes_markdown_csv_png_and_json(tmp_path: Path) -> None:
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     document = json.loads(paths["json"].read_text())  # allow_nan=False on writing: no NaN tokens
     assert document["command"].startswith("l2v-quality") and len(document["rows"]) == 8
+
+
+def test_the_vote_gives_a_second_estimate_and_its_weights() -> None:
+    """With the truth as the vote's refined labels, the vote's estimates are the measured values; the
+    mean weight counts only entries at least two sets label, and bad shapes are refused."""
+    labels, truth = simulate(n=1500, seed=5, missing=0.1)
+    sets = ["s0", "s1", "s2", "s3"]
+    weights = np.where(np.isnan(labels), np.nan, 0.1)
+    weights[:, 0, :] = np.where(np.isnan(labels[:, 0, :]), np.nan, 0.7)  # the vote trusts s0 most
+    weights = weights / np.nansum(weights, axis=1, keepdims=True)
+    weights[0] = np.nan
+    weights[0, 2, 0] = 1.0  # item 0, finding A: only s2 labels it, so its weight of 1 must not count
+    labels[0, :, 0] = np.nan
+    labels[0, 2, 0] = 1.0
+    report = quality_report(labels, sets, ["A", "B"], truth, min_positives=50, vote=truth, vote_weights=weights)
+    for r in report["rows"]:
+        k, j = sets.index(r["label_set"]), ["A", "B"].index(r["finding"])
+        known = ~np.isnan(labels[:, k, j])
+        said, real = labels[known, k, j], truth[known, j]
+        assert r["est_sensitivity_vote"] == pytest.approx(said[real == 1].mean())
+        assert r["est_specificity_vote"] == pytest.approx(1 - said[real == 0].mean())
+        contested = (~np.isnan(labels[:, :, j])).sum(1) >= 2
+        assert r["vote_weight"] == pytest.approx(np.nanmean(weights[contested & known, k, j]))
+    assert report["error_vote"]["overall"]["mae"] == pytest.approx(0.0, abs=1e-12)
+    assert report["vote"]["prevalence"]["A"] == pytest.approx(truth[:, 0].mean())
+    s0 = next(r for r in report["rows"] if (r["label_set"], r["finding"]) == ("s0", "A"))
+    assert s0["vote_weight"] > 0.6
+    markdown = markdown_report(report)
+    assert "## Estimated from the trained run's vote" in markdown and "(1/4 = no preference)" in markdown
+    with pytest.raises(ValueError, match="expected 1500 items × 2 findings"):
+        quality_report(labels, sets, ["A", "B"], vote=truth[:10])
+    with pytest.raises(ValueError, match="expected 1500 items × 4 sets × 2 findings"):
+        quality_report(labels, sets, ["A", "B"], vote=truth, vote_weights=weights[:, :2])
+    with pytest.raises(ValueError, match="need the vote's refined labels"):
+        quality_report(labels, sets, ["A", "B"], vote_weights=weights)
+    # Without a run nothing about a vote appears.
+    plain = quality_report(labels, sets, ["A", "B"])
+    assert plain["vote"] is None and all(r["est_sensitivity_vote"] is None for r in plain["rows"])
 
 
 # --- datalists and the script --------------------------------------------------------------------

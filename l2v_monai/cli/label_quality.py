@@ -21,7 +21,15 @@ On the real OpenI report testbed (label sets saved by scripts/reproduce_report_t
 
 Writes <out>.md (tables), <out>.csv (one row per set × finding), <out>.png (heatmaps, sets ×
 findings) and <out>.json (every number). Only aggregate numbers are written, never report text or
-item ids. A trained run's vote weights are not used: runs do not save them per item and finding.
+item ids.
+
+With a trained bundle run (``--run``, the bundle root that holds ``models/checkpoint.pt``; give the
+config keys it was trained with that differ from configs/train.json with ``--override``), its saved
+network and vote go once over the training split (CPU, no update). The report then adds a second
+estimate of each set's sensitivity and specificity, with the vote's refined labels as P(y = 1), and
+the mean weight the vote gave each set per finding:
+
+    l2v-quality --datalist datalist.json --run bundle --override image_size=64 --out results/label_quality
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--sets", nargs="+", metavar="NAME", help="only these label sets, by name (default: all)")
     source.add_argument("--hand-datalist", type=Path,
                         help="a second datalist whose items carry hand labels ('label', N), matched to --split by image path")
+    source.add_argument("--run", type=Path,
+                        help="the bundle root of a run trained on this datalist (models/checkpoint.pt): adds the vote's estimates")
+    source.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config keys the run was trained with (JSON values or plain strings), e.g. image_size=64")
     testbed = parser.add_argument_group("or the OpenI report testbed")
     testbed.add_argument("--report-testbed", action="store_true",
                          help="score saved report label sets against OpenI's MeSH tags instead of a datalist")
@@ -136,17 +148,42 @@ def _testbed_markdown(report: dict[str, Any], labels: np.ndarray, names: list[st
     return "\n".join(text) + "\n", numbers
 
 
+def _run_outputs(args: argparse.Namespace) -> dict[str, Any]:
+    from l2v_monai.run_outputs import evidence_from_run, parse_overrides
+
+    run = evidence_from_run(args.run, args.datalist, parse_overrides(args.override))
+    if args.sets and list(args.sets) != run["label_sets"]:
+        raise ValueError(f"--sets {list(args.sets)} differ from the label sets the run trained on, {run['label_sets']}")
+    return run
+
+
+def _check_run_matches(run: dict[str, Any], labels: np.ndarray, names: list[str], findings: list[str],
+                       args: argparse.Namespace) -> None:
+    """The run's training items must be the datalist's: same sets, findings and labels, in order."""
+    where = f"the run {args.run} (with its overrides) and {args.datalist}"
+    if run["findings"] != findings or run["label_sets"] != names:
+        raise ValueError(f"{where} name different findings or label sets: {run['findings']} / {run['label_sets']} "
+                         f"against {findings} / {names}")
+    same = run["labels"].shape == labels.shape and np.array_equal(
+        np.asarray(run["labels"], dtype=np.float32), np.asarray(labels, dtype=np.float32), equal_nan=True)
+    if not same:
+        raise ValueError(f"{where} hold different training items ({run['labels'].shape[0]} against {labels.shape[0]}, "
+                         "or other labels): give --override datalist=... or dataset_dir=... as the run was trained")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command = "l2v-quality " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.report_testbed:
-        if args.datalist is not None or args.hand_datalist is not None:
-            parser.error("--report-testbed reads --reports and --label-sets, not a datalist")
+        if args.datalist is not None or args.hand_datalist is not None or args.run is not None:
+            parser.error("--report-testbed reads --reports and --label-sets, not a datalist or a run")
         if args.reports is None or not args.label_sets:
             parser.error("--report-testbed needs --reports NLMCXR_reports.tgz and --label-sets FILE.npz [...]")
     elif args.datalist is None:
         parser.error("give --datalist datalist.json, or --report-testbed with --reports and --label-sets")
+    elif args.run is not None and args.split != "training":
+        parser.error("--run estimates from the vote over the training split (what the run trained on); drop --split")
     try:
         extra, extra_numbers = "", {}
         if args.report_testbed:
@@ -156,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             report = {**report, "testbed": {**meta, **extra_numbers}}
             title = args.title or "Label-set quality on the OpenI report testbed"
         else:
-            labels, names, findings, hand = quality_inputs_from_datalist(args.datalist, args.split, args.sets, args.hand_datalist)
-            report = quality_report(labels, names, findings, hand, args.min_positives)
+            run = _run_outputs(args) if args.run is not None else None
+            sets = run["label_sets"] if run is not None else args.sets
+            labels, names, findings, hand = quality_inputs_from_datalist(args.datalist, args.split, sets, args.hand_datalist)
+            if run is not None:
+                _check_run_matches(run, labels, names, findings, args)
+            report = quality_report(labels, names, findings, hand, args.min_positives,
+                                    vote=None if run is None else run["vote"], vote_weights=None if run is None else run["weights"])
             title = args.title or f"Label-set quality: {args.datalist.name} ({args.split})"
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))

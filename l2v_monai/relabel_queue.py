@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from l2v_monai.dawid_skene import binarize, fit_binary
+
 __all__ = [
     "AGGREGATES",
     "METHODS",
@@ -97,7 +99,7 @@ class QueueEvidence:
         labels = np.asarray(self.labels, dtype=np.float64)
         if labels.ndim != 3:
             raise ValueError(f"labels must be items × sets × findings, got shape {labels.shape}")
-        object.__setattr__(self, "labels", np.where(np.isnan(labels), np.nan, (labels >= 0.5).astype(np.float64)))
+        object.__setattr__(self, "labels", binarize(labels))
         shape = (labels.shape[0], labels.shape[2])
         for name in ("ds_posterior", "vote", "model", "hand"):
             value = getattr(self, name)
@@ -112,9 +114,7 @@ class QueueEvidence:
     def from_labels(cls, labels: np.ndarray, **parts: Any) -> QueueEvidence:
         """Evidence with Dawid–Skene's posterior fitted on ``labels`` (crowd-kit) unless ``ds_posterior`` is given."""
         if parts.get("ds_posterior") is None:
-            from l2v_monai.label_set_quality import estimate_quality
-
-            parts["ds_posterior"] = estimate_quality(labels).posterior
+            parts["ds_posterior"] = fit_binary(labels).posterior
         return cls(labels, **parts)
 
     def need(self, name: str, method: str) -> np.ndarray:
@@ -173,7 +173,7 @@ def activelab_scores(labels: np.ndarray, model: np.ndarray) -> np.ndarray:
 def _decision(ev: QueueEvidence, method: str) -> np.ndarray:
     """The training target the score asks about: the vote's decision, else Dawid–Skene's."""
     source = ev.vote if ev.vote is not None else ev.need("ds_posterior", method)
-    return np.where(np.isnan(source), np.nan, (source >= 0.5).astype(np.float64))
+    return binarize(source)
 
 
 def _expected_error(ev: QueueEvidence, method: str) -> np.ndarray:

@@ -57,6 +57,7 @@ from l2v_monai.relabel_queue import (  # noqa: E402
     finding_scores,
     image_scores,
     top_n,
+    with_hand,
 )
 from l2v_monai.run_outputs import item_batches, vote_outputs  # noqa: E402
 
@@ -86,6 +87,11 @@ CANDIDATES: dict[str, tuple[str, str]] = {
     "expected_error:sum": ("expected_error", "sum"),
     "contested_expected_error:sum": ("contested_expected_error", "sum"),
     "contested_model:sum": ("contested_model", "sum"),
+}
+#: Measured after the comparison, on the report seeds, not chosen: the queue's own score, re-ranked
+#: after every 50 hand labels with the vote retrained on them (``iterate:<score>:<step>``).
+ITERATED: dict[str, tuple[str, str]] = {
+    "iterate:contested_expected_error:50": ("iterate:contested_expected_error", "sum"),
 }
 NS = (50, 100, 200, 400)
 
@@ -301,6 +307,9 @@ def run_seed(bed: Any, methods: dict[str, tuple[str, str]], ns: list[int], cache
              "revealed": 0, "vote_wrong_revealed": 0, "contested_revealed": 0, "seconds": round0["seconds"],
              "per_finding": round0.get("per_finding"), "settings": bed.settings}]
     for method, spec in methods.items():
+        if spec[0].startswith("iterate:"):
+            runs += iterated_rounds(bed, method, spec, ev, round0, ns, wrong, contested)
+            continue
         order = None if spec[0].startswith("audit:") else ranking(method, spec, ev, bed.seed)
         for n in ns:
             chosen = (order if order is not None else ranking(method, spec, ev, bed.seed, n, bed.truth))[:n]
@@ -318,6 +327,46 @@ def run_seed(bed: Any, methods: dict[str, tuple[str, str]], ns: list[int], cache
             print(f"{bed.name} seed {bed.seed} {method} N={n}: AUC {auc:.4f} (gain {run['gain']:+.4f}); revealed "
                   f"{run['revealed']} entries, {run['vote_wrong_revealed']} the vote had wrong, {run['contested_revealed']} "
                   f"contested ({seconds:.0f} s)", flush=True)
+    return runs
+
+
+def iterated_rounds(bed: Any, method: str, spec: tuple[str, str], ev: QueueEvidence, round0: dict[str, Any],
+                    ns: list[int], wrong: np.ndarray, contested: np.ndarray) -> list[dict[str, Any]]:
+    """Label ``step`` images, retrain the vote with every hand label so far, re-rank, repeat.
+
+    Each step ranks with the evidence of the latest model (its vote's ȳ and probabilities, the hand
+    labels given so far scoring 0) and reveals the truth of its top ``step`` images not yet chosen.
+    One trajectory serves every budget: the row for N is the model after the step that reaches N
+    (N must be a multiple of the step). ``vote_wrong_revealed`` counts against round 0's vote, as
+    for the one-shot rankings.
+    """
+    score, aggregate = spec[0][len("iterate:"):], spec[1]
+    step = int(method.rsplit(":", 1)[1])
+    if any(n % step for n in ns):
+        raise ValueError(f"{method}: every budget must be a multiple of {step}, got {ns}")
+    hand = np.full_like(bed.truth, np.nan)
+    chosen = np.zeros(len(bed.truth), dtype=bool)
+    current, runs = ev, []
+    for reached in range(step, max(ns) + 1, step):
+        scores = image_scores(finding_scores(score, with_hand(current, hand)), aggregate)
+        scores[chosen] = -np.inf
+        picked = top_n(scores, step)
+        chosen[picked] = True
+        hand[picked] = bed.truth[picked]
+        net, strategy, items, seconds = train(bed, hand)
+        if reached in ns:
+            auc, per_finding = bed.test_auc(net)
+            run = {"testbed": bed.name, "seed": bed.seed, "method": method, "score": ":".join(x for x in spec if x),
+                   "n": reached, "auc": auc, "gain": auc - round0["auc"], "revealed": int((~np.isnan(hand)).sum()),
+                   "vote_wrong_revealed": int(wrong[chosen].sum()), "contested_revealed": int(contested[chosen].sum()),
+                   "seconds": seconds, "per_finding": per_finding, "settings": bed.settings}
+            runs.append(run)
+            print(f"{bed.name} seed {bed.seed} {method} N={reached}: AUC {auc:.4f} (gain {run['gain']:+.4f}); revealed "
+                  f"{run['revealed']} entries, {run['vote_wrong_revealed']} the round-0 vote had wrong ({seconds:.0f} s)",
+                  flush=True)
+        if reached < max(ns):
+            outputs = vote_outputs(strategy, net, item_batches(items))
+            current = QueueEvidence(bed.labels, ev.ds_posterior, outputs.vote, outputs.model)
     return runs
 
 
@@ -463,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", nargs="*", type=int, default=list(NS), help=f"hand-label budgets (default {' '.join(map(str, NS))})")
     p.add_argument("--methods", nargs="+", default=["comparison"],
                    help="rankings: 'comparison' (random, activelab, disagreement, queue), 'candidates' (every candidate "
-                        f"of the development seeds) or names among {sorted(set(COMPARISON) | set(CANDIDATES))}")
+                        f"of the development seeds) or names among {sorted(set(COMPARISON) | set(CANDIDATES) | set(ITERATED))}")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--n-train", type=int, default=6000, help="multilabel: images before the 20 %% validation split (default 6000)")
     p.add_argument("--reports", type=Path, help="report: the OpenI archive NLMCXR_reports.tgz")
@@ -503,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
                 methods.update(COMPARISON)
             elif name == "candidates":
                 methods.update(CANDIDATES)
-            elif name in COMPARISON or name in CANDIDATES:
-                methods[name] = COMPARISON.get(name) or CANDIDATES[name]
+            elif name in COMPARISON or name in CANDIDATES or name in ITERATED:
+                methods[name] = COMPARISON.get(name) or CANDIDATES.get(name) or ITERATED[name]
             else:
                 p.error(f"unknown ranking {name!r}")
         for seed in args.seeds:

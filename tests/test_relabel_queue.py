@@ -401,6 +401,46 @@ def test_rounds_orders_and_the_collected_table(tmp_path: Path) -> None:
     assert (tmp_path / "out.png").stat().st_size > 1000
 
 
+def test_iterated_rounds_rerank_after_each_step_and_never_repick(monkeypatch) -> None:
+    """Step 1 takes the contested images the round-0 evidence ranks first; every step retrains with all
+    hand labels so far and re-ranks with the new vote; no image is picked twice; rows at the budgets."""
+    from types import SimpleNamespace
+
+    from l2v_monai.run_outputs import RunOutputs
+
+    rounds = _rounds_script()
+    labels, truth, model, vote, contested_items = contested_case(n=60, contested=8, seed=7)
+    ev = QueueEvidence.from_labels(labels, model=model, vote=vote)
+    trained_with: list[np.ndarray] = []
+
+    def fake_train(bed, hand):
+        trained_with.append(hand.copy())
+        return "net", "strategy", [], 1.0
+
+    # The retrained vote agrees with the truth wherever hand labels exist, and stays as it was elsewhere.
+    monkeypatch.setattr(rounds, "train", fake_train)
+    monkeypatch.setattr(rounds, "vote_outputs", lambda strategy, net, batches: RunOutputs(
+        np.where(np.isnan(trained_with[-1]), vote, trained_with[-1]), model))
+    bed = SimpleNamespace(name="t", seed=0, truth=truth, labels=labels, settings={},
+                          test_auc=lambda net: (0.9 + 0.001 * len(trained_with), {}))
+    decided = (vote >= 0.5).astype(np.float32)
+    wrong = decided != truth
+    disagree = np.nanmax(labels, 1) != np.nanmin(labels, 1)
+    runs = rounds.iterated_rounds(bed, "iterate:contested_expected_error:4", ("iterate:contested_expected_error", "sum"),
+                                  ev, {"auc": 0.9}, [4, 12], wrong, disagree)
+    assert [r["n"] for r in runs] == [4, 12] and len(trained_with) == 3  # steps at 4, 8, 12
+    first = set(np.flatnonzero(~np.isnan(trained_with[0]).all(1)))
+    assert first <= set(contested_items.tolist()) and len(first) == 4
+    picked = [set(np.flatnonzero(~np.isnan(h).all(1))) for h in trained_with]
+    assert picked[0] < picked[1] < picked[2] and len(picked[2]) == 12
+    # The 8 contested images come first; once they are hand-labelled nothing contested is left to rank.
+    assert set(contested_items.tolist()) <= picked[1]
+    assert runs[1]["gain"] == pytest.approx(0.003) and runs[1]["revealed"] == int((~np.isnan(trained_with[2])).sum())
+    with pytest.raises(ValueError, match="multiple of 4"):
+        rounds.iterated_rounds(bed, "iterate:contested_expected_error:4", ("iterate:contested_expected_error", "sum"),
+                               ev, {"auc": 0.9}, [6], wrong, disagree)
+
+
 def test_script_random_sample_is_seeded_and_skips_hand_labelled_images(tmp_path: Path) -> None:
     labels, *_ = contested_case(n=20, contested=3, seed=8)
     items = [{"image": f"img/{i}.png", "dicom_id": f"d{i}", "labels": labels[i].tolist(),

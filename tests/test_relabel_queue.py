@@ -13,9 +13,6 @@ import pytest
 from l2v_monai.data.datalist import DatalistSourceError
 from l2v_monai.hand_labels import hand_label_matrix, import_hand_labels, read_hand_labels
 from l2v_monai.relabel_queue import (
-    METHODS,
-    QUEUE_AGGREGATE,
-    QUEUE_METHOD,
     QueueEvidence,
     activelab_scores,
     binary_entropy,

@@ -17,7 +17,6 @@ an old one. The strategies then treat these labels as trusted (``l2v_monai.strat
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from l2v_monai.data.datalist import (
     parse_label_value,
     read_csv_table,
 )
+from l2v_monai.data.validation import stack_hand_labels
 from l2v_monai.relabel_queue import item_id
 
 __all__ = ["OPTIONAL_COLUMNS", "hand_label_matrix", "import_hand_labels", "read_hand_labels"]
@@ -89,16 +89,9 @@ def read_hand_labels(path: str | Path, findings: Sequence[str], known_ids: Seque
 
 
 def hand_label_matrix(items: Sequence[Mapping[str, Any]], num_findings: int, key: str = "label") -> np.ndarray:
-    """The items' hand labels as ``S × N`` (NaN where none): what the strategies and the queue read."""
-    out = np.full((len(items), num_findings), np.nan)
-    for i, item in enumerate(items):
-        value = item.get(key)
-        if value is not None:
-            row = np.asarray([math.nan if x is None else float(x) for x in np.asarray(value, dtype=object).ravel()])
-            if row.shape != (num_findings,):
-                raise ValueError(f"item {i}: '{key}' has {row.size} values, expected {num_findings}")
-            out[i] = row
-    return out
+    """The items' hand labels as ``S × N`` (NaN where none): what the strategies and the queue read
+    (:func:`l2v_monai.data.validation.stack_hand_labels`; a malformed one names the item)."""
+    return stack_hand_labels(items, num_findings, key)
 
 
 def import_hand_labels(

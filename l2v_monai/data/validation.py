@@ -528,6 +528,19 @@ def _format(source: str, problems: Sequence[Problem], n_items: int, hint: str) -
     return "\n".join(lines)
 
 
+def stack_hand_labels(items: Sequence[Any], num_findings: int, key: str = "label", split: str = "training") -> np.ndarray:
+    """The items' hand labels (``key``, ``N`` values, null = none) as float32 ``S × N``, NaN where an item has none.
+
+    An item without the key, or with ``null``, has no hand label. A malformed one (a shape other
+    than ``N``, a value outside [0, 1]) is a ``LabelValueError`` naming the item by split, index and image.
+    """
+    blank = [None] * num_findings
+    # Only the image travels along, so that an error names the item and nothing else of it.
+    filled = [{"image": it.get("image") if isinstance(it.get("image"), str) else None,
+               key: it[key] if it.get(key) is not None else blank} for it in items]
+    return stack_labels(filled, key, (num_findings,), split=split)
+
+
 __all__ = [
     "DatalistCheckError",
     "LabelValueError",
@@ -537,5 +550,6 @@ __all__ = [
     "evaluation_targets",
     "label_array",
     "one_class_findings",
+    "stack_hand_labels",
     "stack_labels",
 ]

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from l2v_monai.data.validation import stack_labels
+from l2v_monai.data.validation import stack_hand_labels, stack_labels
 from l2v_monai.strategies import base, baselines, learning_to_vote
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import (
@@ -131,8 +131,5 @@ def hand_labels(items: Sequence[Any], num_outputs: int | None = None, split: str
         return None
     if num_outputs is None:
         num_outputs = len(next(it[HAND_KEY] for it in items if it.get(HAND_KEY) is not None))
-    blank = [None] * num_outputs
-    filled = [{"image": it.get("image") if isinstance(it.get("image"), str) else None,
-               HAND_KEY: it[HAND_KEY] if it.get(HAND_KEY) is not None else blank} for it in items]
-    hand = stack_labels(filled, HAND_KEY, (num_outputs,), split=split)
+    hand = stack_hand_labels(items, num_outputs, HAND_KEY, split)
     return None if np.isnan(hand).all() else hand

@@ -375,23 +375,11 @@ def quality_inputs_from_datalist(
     Hand labels are the ``label`` (or ``clean``) field of the split's items, or the ``label`` of a
     second datalist's items (any split) matched by image path. Errors name the file and the item.
     """
-    from l2v_monai.data.datalist import DatalistSourceError, read_datalist
-    from l2v_monai.data.validation import LabelValueError, describe_item, stack_labels
+    from l2v_monai.data.datalist import DatalistSourceError, read_split_label_sets
+    from l2v_monai.data.validation import LabelValueError, describe_item
 
     path = Path(path)
-    data = read_datalist(path, label_sets=label_sets, splits=(split,))
-    names, findings = list(data["label_sets"]), list(data["findings"])
-    if not names:
-        raise DatalistSourceError(path, "names no 'label_sets': this report compares label sets, and the datalist has none")
-    if not findings:
-        raise DatalistSourceError(path, "names no 'findings'")
-    items = data[split]
-    if not items:
-        raise DatalistSourceError(path, f"split {split!r} is missing or empty")
-    try:
-        labels = stack_labels(items, "labels", (len(names), len(findings)), [names, findings], split)
-    except LabelValueError as error:
-        raise DatalistSourceError(path, str(error)) from None
+    items, labels, names, findings = read_split_label_sets(path, split, label_sets)
     hand = np.full((len(items), len(findings)), np.nan, dtype=np.float32)
     found = False
     for index, item in enumerate(items):

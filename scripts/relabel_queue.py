@@ -81,18 +81,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _from_datalist(path: Path, split: str) -> dict[str, Any]:
     """The split's items and label sets, without a run."""
-    from l2v_monai.data.datalist import DatalistSourceError, read_datalist
-    from l2v_monai.data.validation import LabelValueError, stack_labels
+    from l2v_monai.data.datalist import read_split_label_sets
 
-    data = read_datalist(path, splits=(split,), require=(split,))
-    names, findings = list(data["label_sets"]), list(data["findings"])
-    if not names or not findings:
-        raise DatalistSourceError(path, "names no 'label_sets' or no 'findings': the queue compares label sets per finding")
-    try:
-        labels = stack_labels(data[split], "labels", (len(names), len(findings)), [names, findings], split)
-    except LabelValueError as error:
-        raise DatalistSourceError(path, str(error)) from None
-    return {"items": data[split], "labels": labels, "label_sets": names, "findings": findings, "vote": None, "model": None}
+    items, labels, names, findings = read_split_label_sets(path, split)
+    return {"items": items, "labels": labels, "label_sets": names, "findings": findings, "vote": None, "model": None}
 
 
 def export(args: argparse.Namespace, command: str) -> dict[str, Any]:

@@ -29,7 +29,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # Spellings of split names found in source files → datalist keys (MIMIC writes "train"/"validate").
@@ -474,6 +477,28 @@ def read_datalist(
             raise EmptySplitError(f"{path}: split {split!r} is missing or empty")
         out[split] = items
     return out
+
+
+def read_split_label_sets(
+    path: str | Path, split: str = "training", label_sets: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], np.ndarray, list[str], list[str]]:
+    """``(items, labels S × M × N, set names, findings)`` of one split, for the tools that compare label sets.
+
+    The split must exist and hold items, and the datalist must name its ``label_sets`` and
+    ``findings``; a bad ``labels`` value names the item. Every error names the file.
+    """
+    from l2v_monai.data.validation import LabelValueError, stack_labels  # validation needs torch; datalist does not
+
+    data = read_datalist(path, label_sets=label_sets, splits=(split,), require=(split,))
+    names, findings = list(data["label_sets"]), list(data["findings"])
+    if not names or not findings:
+        raise DatalistSourceError(path, "names no 'label_sets' or no 'findings': comparing label sets per finding needs both")
+    items = data[split]
+    try:
+        labels = stack_labels(items, "labels", (len(names), len(findings)), [names, findings], split)
+    except LabelValueError as error:
+        raise DatalistSourceError(path, str(error)) from None
+    return items, labels, names, findings
 
 
 def attach_label_sets(items: Sequence[Mapping[str, Any]], source: Mapping[str, Any], key: str = "labels") -> list[dict[str, Any]]:

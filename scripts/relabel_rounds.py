@@ -318,16 +318,23 @@ def run_seed(bed: Any, methods: dict[str, tuple[str, str]], ns: list[int], cache
             # information, only a changed training run, so its gain is the noise floor of the others.
             hand[chosen] = decided[chosen] if spec[0] == "placebo" else bed.truth[chosen]
             net, _, _, seconds = train(bed, hand)
-            auc, per_finding = bed.test_auc(net)
-            run = {"testbed": bed.name, "seed": bed.seed, "method": method, "score": ":".join(x for x in spec if x), "n": n,
-                   "auc": auc, "gain": auc - round0["auc"], "revealed": int((~np.isnan(hand)).sum()),
-                   "vote_wrong_revealed": int(wrong[chosen].sum()), "contested_revealed": int(contested[chosen].sum()),
-                   "seconds": seconds, "per_finding": per_finding, "settings": bed.settings}
-            runs.append(run)
-            print(f"{bed.name} seed {bed.seed} {method} N={n}: AUC {auc:.4f} (gain {run['gain']:+.4f}); revealed "
-                  f"{run['revealed']} entries, {run['vote_wrong_revealed']} the vote had wrong, {run['contested_revealed']} "
-                  f"contested ({seconds:.0f} s)", flush=True)
+            runs.append(scored_round(bed, net, method, spec, n, round0, hand, chosen, wrong, contested, seconds))
     return runs
+
+
+def scored_round(bed: Any, net: torch.nn.Module, method: str, spec: tuple[str, str], n: int, round0: dict[str, Any],
+                 hand: np.ndarray, chosen: np.ndarray, wrong: np.ndarray, contested: np.ndarray, seconds: float) -> dict[str, Any]:
+    """One trained round's row: test AUC and its gain over round 0, and what the ``chosen`` images revealed
+    (``wrong``: entries round 0's vote had wrong; ``contested``: entries the sets disagree on)."""
+    auc, per_finding = bed.test_auc(net)
+    run = {"testbed": bed.name, "seed": bed.seed, "method": method, "score": ":".join(x for x in spec if x), "n": n,
+           "auc": auc, "gain": auc - round0["auc"], "revealed": int((~np.isnan(hand)).sum()),
+           "vote_wrong_revealed": int(wrong[chosen].sum()), "contested_revealed": int(contested[chosen].sum()),
+           "seconds": seconds, "per_finding": per_finding, "settings": bed.settings}
+    print(f"{bed.name} seed {bed.seed} {method} N={n}: AUC {auc:.4f} (gain {run['gain']:+.4f}); revealed "
+          f"{run['revealed']} entries, {run['vote_wrong_revealed']} round 0's vote had wrong, {run['contested_revealed']} "
+          f"contested ({seconds:.0f} s)", flush=True)
+    return run
 
 
 def iterated_rounds(bed: Any, method: str, spec: tuple[str, str], ev: QueueEvidence, round0: dict[str, Any],
@@ -355,15 +362,7 @@ def iterated_rounds(bed: Any, method: str, spec: tuple[str, str], ev: QueueEvide
         hand[picked] = bed.truth[picked]
         net, strategy, items, seconds = train(bed, hand)
         if reached in ns:
-            auc, per_finding = bed.test_auc(net)
-            run = {"testbed": bed.name, "seed": bed.seed, "method": method, "score": ":".join(x for x in spec if x),
-                   "n": reached, "auc": auc, "gain": auc - round0["auc"], "revealed": int((~np.isnan(hand)).sum()),
-                   "vote_wrong_revealed": int(wrong[chosen].sum()), "contested_revealed": int(contested[chosen].sum()),
-                   "seconds": seconds, "per_finding": per_finding, "settings": bed.settings}
-            runs.append(run)
-            print(f"{bed.name} seed {bed.seed} {method} N={reached}: AUC {auc:.4f} (gain {run['gain']:+.4f}); revealed "
-                  f"{run['revealed']} entries, {run['vote_wrong_revealed']} the round-0 vote had wrong ({seconds:.0f} s)",
-                  flush=True)
+            runs.append(scored_round(bed, net, method, spec, reached, round0, hand, chosen, wrong, contested, seconds))
         if reached < max(ns):
             outputs = vote_outputs(strategy, net, item_batches(items))
             current = QueueEvidence(bed.labels, ev.ds_posterior, outputs.vote, outputs.model)

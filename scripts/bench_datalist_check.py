@@ -14,7 +14,8 @@ import argparse
 import random
 import time
 
-from l2v_monai.data.validation import check_datalist, stack_labels
+from l2v_monai.data.validation import check_datalist
+from l2v_monai.labels import stack_labels
 from l2v_monai.findings import CHEXPERT_FINDINGS
 
 LABEL_SETS = ["neg_u0", "neg_u1", "che_u0", "che_u1"]

@@ -18,12 +18,12 @@ import torch
 from monai.data import DataLoader, Dataset
 
 from l2v_monai.strategies import build_strategy
-from l2v_monai.trainer import LearningToVoteTrainer
+from l2v_monai.engine.trainer import LearningToVoteTrainer
 from vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
 
 
 def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
-    from l2v_monai import networks
+    from l2v_monai.bundle_scripts import networks
 
     if name == "small_cnn":
         return networks.SmallCNN(num_outputs=classes, in_channels=channels)

@@ -39,7 +39,7 @@ from spacy.util import filter_spans
 
 from l2v_monai.data.datalist import DatalistSourceError
 from l2v_monai.data.openi import read_openi_reports
-from l2v_monai.experiments.report_testbed import write_label_sets
+from l2v_monai.labelers.openi_corpus import write_label_sets
 from l2v_monai.findings import CHEXPERT_FINDINGS
 
 FINDINGS = list(CHEXPERT_FINDINGS)

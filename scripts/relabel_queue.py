@@ -2,7 +2,7 @@
 """Which training images should a radiologist hand-label? Export the queue, then import the labels back.
 
 Export the top N training images of a datalist, ranked by the expected value of a hand label
-(``l2v_monai.relabel_queue``; the default score was chosen on development seeds, see docs/relabel.md):
+(``l2v_monai.quality.relabel_queue``; the default score was chosen on development seeds, see docs/relabel.md):
 
     python scripts/relabel_queue.py --datalist datalist.json --run bundle --n 200 --out relabel/round1
 
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from l2v_monai.relabel_queue import (
+from l2v_monai.quality.relabel_queue import (
     AGGREGATES,
     METHODS,
     QUEUE_AGGREGATE,
@@ -52,7 +52,7 @@ from l2v_monai.relabel_queue import (
     top_n,
     write_queue,
 )
-from l2v_monai.run_outputs import evidence_from_run, parse_overrides
+from l2v_monai.engine.run_outputs import evidence_from_run, parse_overrides
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def _from_datalist(path: Path, split: str) -> dict[str, Any]:
 
 
 def export(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    from l2v_monai.hand_labels import hand_label_matrix
+    from l2v_monai.quality.hand_labels import hand_label_matrix
 
     if args.run is not None:
         if args.split != "training":
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.template is not None:
             if args.out_datalist is None:
                 parser.error("--import needs --out-datalist (where the datalist with the hand labels goes)")
-            from l2v_monai.hand_labels import import_hand_labels
+            from l2v_monai.quality.hand_labels import import_hand_labels
 
             result = import_hand_labels(args.datalist, args.template, args.out_datalist, args.split, args.id_key)
             print(f"{result['rows']} template rows with labels; {result['items_hand_labelled']} {args.split} items now carry "

@@ -11,7 +11,7 @@ On the two testbeds whose truth is known (issue 13, part 3):
 Per seed, round 0 trains the default vote (``bundle/configs/train.json``'s ``strategy_options#l2v``)
 without hand labels and keeps what the rankings look at: the label sets, Dawid–Skene's posterior,
 the vote's soft refined label ȳ on every training item and the model's probabilities
-(``l2v_monai.run_outputs.vote_outputs``). Each ranking then picks its top N training items;
+(``l2v_monai.engine.run_outputs.vote_outputs``). Each ranking then picks its top N training items;
 their truth is revealed as hand labels (NaN truth stays unlabelled: MeSH has no negatives for most
 findings outside the reports tagged ``normal``), and the default vote is trained again from the
 same initialisation with those hand labels (anchors and targets where present). The row reports
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vote_variants import variant_options  # noqa: E402
 
-from l2v_monai.relabel_queue import (  # noqa: E402
+from l2v_monai.quality.relabel_queue import (  # noqa: E402
     QUEUE_AGGREGATE,
     QUEUE_METHOD,
     QueueEvidence,
@@ -59,7 +59,7 @@ from l2v_monai.relabel_queue import (  # noqa: E402
     top_n,
     with_hand,
 )
-from l2v_monai.run_outputs import item_batches, vote_outputs  # noqa: E402
+from l2v_monai.engine.run_outputs import item_batches, vote_outputs  # noqa: E402
 
 #: The comparison of issue 13 (report seeds): name → (score, aggregate); ``random`` draws a seeded order.
 COMPARISON: dict[str, tuple[str, str]] = {
@@ -119,7 +119,7 @@ class MultilabelBed:
                          "batch_size": 32, "lr": 1e-3, "vote_lr": "train.json (0.01)"}
 
     def network(self) -> torch.nn.Module:
-        from l2v_monai.networks import SmallCNN
+        from l2v_monai.bundle_scripts.networks import SmallCNN
 
         return SmallCNN(num_outputs=len(self.findings), in_channels=1)
 
@@ -137,14 +137,8 @@ class ReportBed:
     name = "report"
 
     def __init__(self, seed: int, reports: Path, label_sets: Path, fold: int, folds: int, epochs: int, cache: Path | None) -> None:
-        from l2v_monai.experiments.report_testbed import (
-            ModelSettings,
-            default_cache_dir,
-            kfold_indices,
-            load_openi_corpus,
-            minilm_embeddings,
-            tfidf_features,
-        )
+        from l2v_monai.labelers.openi_corpus import default_cache_dir, load_openi_corpus
+        from l2v_monai.experiments.report_testbed import ModelSettings, kfold_indices, minilm_embeddings, tfidf_features
 
         self.seed, self.epochs = seed, epochs
         corpus = load_openi_corpus(reports, cache, label_file=label_sets)
@@ -202,7 +196,7 @@ def train(bed: Any, hand: np.ndarray | None) -> tuple[torch.nn.Module, Any, list
     from monai.data import DataLoader, Dataset
 
     from l2v_monai.strategies import attach_targets, build_strategy
-    from l2v_monai.trainer import LearningToVoteTrainer
+    from l2v_monai.engine.trainer import LearningToVoteTrainer
 
     offset = getattr(bed, "seed_offset", bed.seed)
     torch.manual_seed(offset)
@@ -228,7 +222,7 @@ def evidence_for(bed: Any, cache: Path | None) -> tuple[QueueEvidence, dict[str,
             ev = QueueEvidence(bed.labels, saved["ds_posterior"], saved["vote"], saved["model"])
             meta = json.loads(str(saved["meta"]))
         return ev, meta
-    from l2v_monai.label_set_quality import estimate_quality
+    from l2v_monai.quality.label_set_estimates import estimate_quality
 
     net, strategy, items, seconds = train(bed, None)
     outputs = vote_outputs(strategy, net, item_batches(items))

@@ -27,9 +27,10 @@ from vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
 
 from l2v_monai.experiments.multilabel_testbed import make_multilabel_testbed
 from l2v_monai.evaluation import per_finding_auc
-from l2v_monai.networks import SmallCNN
-from l2v_monai.strategies import attach_targets, build_strategy, majority_vote
-from l2v_monai.trainer import LearningToVoteTrainer
+from l2v_monai.bundle_scripts.networks import SmallCNN
+from l2v_monai.labels import majority_vote
+from l2v_monai.strategies import attach_targets, build_strategy
+from l2v_monai.engine.trainer import LearningToVoteTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,16 +29,8 @@ import torch
 
 from vote_variants import PREVIOUS_CIFAR10, PREVIOUS_TRAIN, VARIANTS
 
-from l2v_monai.experiments.report_testbed import (
-    ModelSettings,
-    ReportCorpus,
-    default_cache_dir,
-    label_sets_digest,
-    load_openi_corpus,
-    make_synthetic_corpus,
-    run_fold,
-    to_json,
-)
+from l2v_monai.labelers.openi_corpus import ReportCorpus, default_cache_dir, label_sets_digest, load_openi_corpus
+from l2v_monai.experiments.report_testbed import ModelSettings, make_synthetic_corpus, run_fold, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"

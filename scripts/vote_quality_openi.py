@@ -4,7 +4,7 @@
 Per seed: train the default vote (``bundle/configs/train.json``'s ``strategy_options#l2v``) on the
 training part of one cross-validation fold of the report testbed, exactly as round 0 of
 ``scripts/relabel_rounds.py``; run it once over those training reports
-(:func:`l2v_monai.run_outputs.vote_outputs`); then score both estimates of every set's sensitivity
+(:func:`l2v_monai.engine.run_outputs.vote_outputs`); then score both estimates of every set's sensitivity
 and specificity (Dawid–Skene's, and the one the vote's refined labels imply) against the reports'
 MeSH tags on the same items, the findings with at least 20 MeSH positives. No choice is made on
 these numbers: the vote's settings are the bundle's defaults.
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from relabel_rounds import ReportBed, train  # noqa: E402
 
-from l2v_monai.label_set_quality import estimate_error, markdown_report, posterior_quality, quality_report  # noqa: E402
-from l2v_monai.labelers.quality import MIN_POSITIVES  # noqa: E402
-from l2v_monai.run_outputs import item_batches, vote_outputs  # noqa: E402
+from l2v_monai.quality.label_set_estimates import estimate_error, markdown_report, posterior_quality, quality_report  # noqa: E402
+from l2v_monai.labelers.against_truth import MIN_POSITIVES  # noqa: E402
+from l2v_monai.engine.run_outputs import item_batches, vote_outputs  # noqa: E402
 
 ESTIMATES = {"error": "Dawid–Skene", "error_on_hand": "Dawid–Skene on the MeSH-labelled reports", "error_vote": "the vote's ȳ",
              "error_vote_on_hand": "the vote's ȳ on the MeSH-labelled reports"}

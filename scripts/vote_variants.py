@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from l2v_monai.vote import VOTE_INPUTS
+from l2v_monai.strategies.vote import VOTE_INPUTS
 
 CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.json"
 

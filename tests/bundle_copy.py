@@ -32,7 +32,7 @@ sys.meta_path.insert(0, _BlockL2V())
 def copy_bundle(dest: Path, seed: int = 0) -> torch.nn.Module:
     """Copy ``bundle/`` (configs, scripts, docs; no models or outputs) to ``dest`` with a random-weight
     ``models/model.pt``; return that network, in eval mode."""
-    from l2v_monai.networks import ResNet50Classifier
+    from l2v_monai.bundle_scripts.networks import ResNet50Classifier
 
     shutil.copytree(ROOT / "bundle", dest, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
     (dest / "models").mkdir()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from l2v_monai import vote as v
+from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import AnchoredVote, LearningToVote, PaperVote, attach_targets, consensus_targets
 from tiny_nets import TinyNet
 

@@ -67,7 +67,7 @@ def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
          "--root", str(root), "--out", str(root / "hand_labelled.json")],
         check=True, capture_output=True,
     )
-    from l2v_monai.report_embedding import EmbeddingCache, save_embedding_cache
+    from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
 
     studies = sorted({it["study_id"] for split in ("training", "validation", "test") for it in datalist[split]})
     save_embedding_cache(
@@ -145,7 +145,7 @@ def test_a_trained_run_feeds_the_relabel_queue_and_the_quality_report(mimic: dic
     assert len(refined) >= 5 * 10 and all(0.0 <= v <= 1.0 for v in refined)
 
     out = tmp_path / "quality"
-    proc = subprocess.run([sys.executable, "-m", "l2v_monai.cli.label_quality", "--datalist", str(datalist), *run,
+    proc = subprocess.run([sys.executable, "-m", "l2v_monai.cli.quality_report", "--datalist", str(datalist), *run,
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
@@ -164,7 +164,7 @@ def test_a_trained_run_feeds_the_relabel_queue_and_the_quality_report(mimic: dic
     other = json.loads(datalist.read_text())
     other["training"] = other["training"][:-1]
     (tmp_path / "other.json").write_text(json.dumps(other))
-    bad = subprocess.run([sys.executable, "-m", "l2v_monai.cli.label_quality", "--datalist", str(tmp_path / "other.json"),
+    bad = subprocess.run([sys.executable, "-m", "l2v_monai.cli.quality_report", "--datalist", str(tmp_path / "other.json"),
                           "--run", str(trained), "--override", "image_size=64", "datalist=" + str(datalist),
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "hold different training items" in bad.stderr and "other.json" in bad.stderr
@@ -227,7 +227,7 @@ def test_export_matches_eager_and_carries_metadata(trained: Path) -> None:
     extra = {"metadata.json": ""}
     exported = torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]["num_channels"] == 14
-    from l2v_monai.networks import ResNet50Classifier
+    from l2v_monai.bundle_scripts.networks import ResNet50Classifier
 
     eager = ResNet50Classifier()
     eager.load_state_dict(torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True))

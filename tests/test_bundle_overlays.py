@@ -71,7 +71,7 @@ def test_evaluate_changes_one_preprocessing_key_of_train() -> None:
 
 
 def test_report_step_is_switched_by_use_report_alone(tmp_path: Path) -> None:
-    from l2v_monai.report_embedding import EmbeddingCache, save_embedding_cache
+    from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
 
     vectors = tmp_path / "report_embeddings.pt"
     save_embedding_cache(EmbeddingCache(model="m", dim=2, pooling="mean", max_length=8, embeddings={}), vectors)

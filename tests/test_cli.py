@@ -19,8 +19,8 @@ ENTRY_POINTS = {
     "l2v-label-reports": "l2v_monai.cli.label_reports:main",
     "l2v-embed-reports": "l2v_monai.cli.embed_reports:main",
     "l2v-evaluate": "l2v_monai.cli.evaluate:main",
-    "l2v-labeler-quality": "l2v_monai.cli.labeler_quality:main",
-    "l2v-quality": "l2v_monai.cli.label_quality:main",
+    "l2v-labeler-quality": "l2v_monai.cli.labeler_scores:main",
+    "l2v-quality": "l2v_monai.cli.quality_report:main",
 }
 # An option each command's help must list: proof that it is the right command, not just any parser.
 KEY_OPTION = {
@@ -70,7 +70,7 @@ def test_entry_point_help(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
 def test_scripts_wrapper_runs_the_same_command(name: str, capsys: pytest.CaptureFixture, monkeypatch) -> None:
-    # The wrapper carries the command's module name (l2v-quality -> scripts/label_quality.py).
+    # The wrapper carries the command's module name (l2v-quality -> scripts/quality_report.py).
     path = ROOT / "scripts" / f"{ENTRY_POINTS[name].split(':')[0].rsplit('.', 1)[1]}.py"
     monkeypatch.setattr(sys, "argv", [str(path), "--help"])
     with pytest.raises(SystemExit) as exit_:

@@ -84,8 +84,8 @@ CHILD = textwrap.dedent(
 
     from l2v_monai import evaluation
     from l2v_monai.labelers import get_labeler
-    from l2v_monai.labelers.quality import plot_heatmap
-    from l2v_monai.report_embedding import ReportEncoder
+    from l2v_monai.labelers.against_truth import plot_heatmap
+    from l2v_monai.data.report_embedding import ReportEncoder
 
     y = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, np.nan], [0.0, 1.0]])
     score = np.array([[0.1, 0.8], [0.9, 0.3], [0.7, 0.5], [0.4, 0.6]])
@@ -125,7 +125,7 @@ CHILD = textwrap.dedent(
         result["core"][f"label_reports {labelers}"] = {"code": code, "stderr": stderr.getvalue()}
 
     for name in ("prepare_mimic", "prepare_manifest", "prepare_openi", "label_reports", "embed_reports",
-                 "evaluate", "labeler_quality"):
+                 "evaluate", "labeler_scores"):
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
             try:
@@ -165,11 +165,11 @@ def test_the_extras_are_really_hidden(core_only: dict) -> None:
 
 def test_every_module_imports_without_the_extras(core_only: dict) -> None:
     assert core_only["failed"] == {}
-    for name in ("l2v_monai", "l2v_monai.vote", "l2v_monai.strategies", "l2v_monai.trainer", "l2v_monai.networks",
+    for name in ("l2v_monai", "l2v_monai.strategies.vote", "l2v_monai.strategies", "l2v_monai.engine.trainer", "l2v_monai.bundle_scripts.networks",
                  "l2v_monai.data.datalist", "l2v_monai.data.mimic", "l2v_monai.data.manifest", "l2v_monai.data.openi",
                  "l2v_monai.data.transforms", "l2v_monai.data.cache", "l2v_monai.data.validation",
-                 "l2v_monai.checkpoints", "l2v_monai.progress", "l2v_monai.evaluation", "l2v_monai.evaluation.metric",
-                 "l2v_monai.evaluation.collector", "l2v_monai.report_embedding", "l2v_monai.labelers",
+                 "l2v_monai.engine.checkpoints", "l2v_monai.engine.progress", "l2v_monai.evaluation", "l2v_monai.evaluation.metric",
+                 "l2v_monai.evaluation.collector", "l2v_monai.data.report_embedding", "l2v_monai.labelers",
                  "l2v_monai.cli", "l2v_monai.bundle_scripts"):
         assert name in core_only["imported"], name
 

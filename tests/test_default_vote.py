@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from l2v_monai import vote as v
+from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import AnchoredVote, attach_targets, build_strategy, consensus_targets
 from test_anchored_vote import _train
 from test_vote_real import CountingNet, _report_like_sets

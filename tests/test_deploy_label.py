@@ -3,7 +3,7 @@
 Always run: the contract both SDKs rely on (TorchScript with ``extra/metadata.json`` and
 ``extra/inference.json``; the metadata's ``image``/``pred``; ``inference.json``'s keys; its
 ``preprocessing`` → TorchScript → ``postprocessing`` giving 14 probabilities) and
-``l2v_monai.deploy``'s SDK-free helpers. With ``monai-deploy-app-sdk`` (tested 4.0.0) or
+``l2v_monai.apps.monai_deploy``'s SDK-free helpers. With ``monai-deploy-app-sdk`` (tested 4.0.0) or
 ``monailabel`` (tested 0.8.5) importable, the same bundle copy also goes through the SDKs:
 ``make test-integration`` builds a venv with both and runs this file.
 """
@@ -79,7 +79,7 @@ def reference(exported: dict[str, Path]) -> np.ndarray:
 
 
 def test_pred_to_findings_names_values_in_channel_def_order() -> None:
-    from l2v_monai.deploy import pred_to_findings
+    from l2v_monai.apps.monai_deploy import pred_to_findings
 
     probabilities = np.linspace(0.0, 1.0, 14, dtype=np.float32)
     # What the SDK's bundle operator emits for a ``probabilities`` output: ``result`` maps values, not classes.
@@ -97,7 +97,7 @@ def test_pred_to_findings_names_values_in_channel_def_order() -> None:
 
 
 def test_exported_torchscript_carries_what_deploy_and_label_read(exported: dict[str, Path], reference: np.ndarray) -> None:
-    from l2v_monai.deploy import read_channel_def
+    from l2v_monai.apps.monai_deploy import read_channel_def
 
     extra = {"metadata.json": ""}
     torch.jit.load(str(exported["ts"]), map_location="cpu", _extra_files=extra)
@@ -124,7 +124,7 @@ def test_exported_torchscript_carries_what_deploy_and_label_read(exported: dict[
 
 @pytest.mark.skipif(_sdk_importable("monai.deploy"), reason="the App SDK is installed")
 def test_deploy_operators_need_the_sdk_and_say_so() -> None:
-    import l2v_monai.deploy as deploy
+    import l2v_monai.apps.monai_deploy as deploy
 
     with pytest.raises(ImportError, match="pip install monai-deploy-app-sdk"):
         deploy.FindingProbabilitiesOperator  # noqa: B018
@@ -159,13 +159,13 @@ def test_deploy_stock_bundle_operator_gives_14_named_probabilities(
     pytest.importorskip("monai.deploy")
     from monai.deploy.core import AppContext, Fragment
 
-    from l2v_monai.deploy import ChestXrayLoaderOperator, FindingProbabilitiesOperator, bundle_inference_operator
+    from l2v_monai.apps.monai_deploy import ChestXrayLoaderOperator, FindingProbabilitiesOperator, bundle_inference_operator
 
     monkeypatch.chdir(tmp_path)  # AppContext looks for ./models by default; there is none here
     fragment, context = Fragment(), AppContext({})
     loaded = _Output()
     ChestXrayLoaderOperator(fragment, input_path=exported["png"], name="loader").compute(_Input(), loaded, None)
-    # The folder as it is; the bare TorchScript file where the bundle's scripts/ is importable (see l2v_monai.deploy).
+    # The folder as it is; the bare TorchScript file where the bundle's scripts/ is importable (see l2v_monai.apps.monai_deploy).
     monkeypatch.syspath_prepend(str(exported["bundle"]))
     for bundle_path in (exported["bundle"], exported["ts"]):
         infer = bundle_inference_operator(fragment, context, bundle_path)
@@ -188,7 +188,7 @@ def test_deploy_stock_bundle_operator_gives_14_named_probabilities(
 def test_deploy_example_app_writes_findings_json(exported: dict[str, Path], reference: np.ndarray, tmp_path: Path) -> None:
     pytest.importorskip("monai.deploy")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "l2v_monai.deploy", "-i", str(exported["png"].parent), "-m", str(exported["bundle"]), "-o", str(out)]
+    cmd = [sys.executable, "-m", "l2v_monai.apps.monai_deploy", "-i", str(exported["png"].parent), "-m", str(exported["bundle"]), "-o", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     findings = json.loads((out / "findings.json").read_text())

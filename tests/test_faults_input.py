@@ -23,13 +23,14 @@ import pytest
 import torch
 from PIL import Image
 
-from l2v_monai.bundle_errors import cause_last_text, root_cause
+from l2v_monai.bundle_scripts.errors import cause_last_text, root_cause
 from l2v_monai.data.cache import CacheBuildError, build_cache
 from l2v_monai.data.datalist import DatalistSourceError, read_csv_table
-from l2v_monai.data.inference_inputs import NoInputImagesError, inference_items
+from l2v_monai.bundle_scripts.inputs import NoInputImagesError, inference_items
 from l2v_monai.data.manifest import build_manifest_datalist
 from l2v_monai.data.transforms import ImageDecodeError, read_chest_xray
-from l2v_monai.data.validation import DatalistCheckError, LabelValueError, check_datalist
+from l2v_monai.data.validation import DatalistCheckError, check_datalist
+from l2v_monai.labels import LabelValueError
 from l2v_monai.strategies import DawidSkene, MajorityVote, attach_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,7 +365,7 @@ def test_a_cache_build_error_is_the_last_thing_printed(tree: Path, tmp_path: Pat
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle root with an untrained ResNet-50 as models/model.pt: inference only needs weights to load."""
-    from l2v_monai.networks import ResNet50Classifier
+    from l2v_monai.bundle_scripts.networks import ResNet50Classifier
 
     root = tmp_path_factory.mktemp("bundle")
     shutil.copytree(ROOT / "bundle" / "scripts", root / "scripts")  # bundle_root holds the bundle's scripts/

@@ -258,7 +258,7 @@ def test_a_new_run_refuses_a_folder_with_another_runs_checkpoint(tree: dict, ref
 # the pieces, in process
 # ----------------------------------------------------------------------------------------------
 def test_prepare_checkpoint_dir_resume_and_overwrite(tmp_path: Path) -> None:
-    from l2v_monai.checkpoints import prepare_checkpoint_dir
+    from l2v_monai.engine.checkpoints import prepare_checkpoint_dir
 
     with pytest.raises(FileNotFoundError, match=r"--resume True: there is no .*checkpoint.pt to resume from"):
         prepare_checkpoint_dir(tmp_path / "models", resume=True)
@@ -275,7 +275,7 @@ def test_prepare_checkpoint_dir_resume_and_overwrite(tmp_path: Path) -> None:
 
 
 def test_atomic_saver_never_removes_the_fixed_file_and_leaves_no_temporary(tmp_path: Path) -> None:
-    from l2v_monai.checkpoints import AtomicDiskSaver
+    from l2v_monai.engine.checkpoints import AtomicDiskSaver
 
     saver = AtomicDiskSaver(tmp_path, filename="checkpoint.pt")
     saver({"w": torch.arange(3)}, "ignored_name.pt")
@@ -295,7 +295,7 @@ def test_atomic_saver_never_removes_the_fixed_file_and_leaves_no_temporary(tmp_p
 
 
 def test_best_metric_state_round_trip_keeps_model_pt_from_a_worse_epoch(tmp_path: Path) -> None:
-    from l2v_monai.checkpoints import BestMetricState, BestModelSaver
+    from l2v_monai.engine.checkpoints import BestMetricState, BestModelSaver
 
     net = torch.nn.Linear(2, 1)
     evaluator = Engine(lambda engine, batch: None)
@@ -318,7 +318,7 @@ def test_best_metric_state_round_trip_keeps_model_pt_from_a_worse_epoch(tmp_path
 def test_rng_state_restores_every_stream(tmp_path: Path) -> None:
     import random
 
-    from l2v_monai.checkpoints import AtomicDiskSaver, RNGState
+    from l2v_monai.engine.checkpoints import AtomicDiskSaver, RNGState
     from l2v_monai.strategies import build_strategy
 
     strategy = build_strategy("majority", num_sets=2, num_outputs=3, feature_dim=4, options={"majority": {"seed": 0}})
@@ -362,7 +362,7 @@ def test_macro_auc_never_nan_and_clear_error_when_nothing_is_scorable(caplog: py
 
 
 def test_epoch_loss_means_average_the_loss_terms() -> None:
-    from l2v_monai.progress import EpochLossMeans, loss_terms
+    from l2v_monai.engine.progress import EpochLossMeans, loss_terms
 
     outputs = [{"loss": torch.tensor(1.0), "model_loss": torch.tensor(0.5), "pred": torch.zeros(2, 3)},
                {"loss": torch.tensor(3.0), "model_loss": torch.tensor(1.5), "pred": torch.zeros(2, 3)}]
@@ -377,7 +377,7 @@ def test_epoch_loss_means_average_the_loss_terms() -> None:
 def test_grad_scaler_state_restores_the_amp_loss_scale(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from l2v_monai.checkpoints import AtomicDiskSaver, GradScalerState
+    from l2v_monai.engine.checkpoints import AtomicDiskSaver, GradScalerState
 
     before = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", init_scale=8.0))
     before.scaler.scale(torch.tensor(1.0))  # the scale exists once a loss was scaled

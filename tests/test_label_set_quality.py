@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2v_monai.label_set_quality import (
+from l2v_monai.quality.label_set_estimates import (
     CSV_COLUMNS,
     disagreement,
     estimate_error,
@@ -22,11 +22,11 @@ from l2v_monai.label_set_quality import (
     wilson_interval,
     write_report,
 )
-from l2v_monai.labelers.quality import finding_quality
+from l2v_monai.labelers.against_truth import finding_quality
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "openi-reports" / "NLMCXR_reports.tgz"
-from l2v_monai.cli import label_quality as script
+from l2v_monai.cli import quality_report as script
 
 # Per finding: prevalence, then (sensitivity, specificity) of each of four sets.
 KNOWN = {
@@ -293,7 +293,7 @@ def test_bad_input_errors_name_the_file_and_row(tmp_path: Path, capsys: pytest.C
 
 @pytest.mark.skipif(not ARCHIVE.is_file(), reason="needs the OpenI report archive")
 def test_report_testbed_mode_on_saved_label_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from l2v_monai.experiments.report_testbed import load_openi_corpus, write_label_sets
+    from l2v_monai.labelers.openi_corpus import load_openi_corpus, write_label_sets
 
     # Seeded noisy copies of MeSH stand in for the labelers here (labelling every report takes minutes).
     corpus = load_openi_corpus(ARCHIVE, label_source="synthetic", seed=0)

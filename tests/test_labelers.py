@@ -16,7 +16,7 @@ from l2v_monai.data.manifest import build_manifest_datalist
 from l2v_monai.findings import CHEXPERT_FINDINGS
 from l2v_monai.labelers import LABELERS, Assertion, MissingLabelerExtraError, get_labeler, label_set_names, label_sets
 from l2v_monai.labelers.assertion import report_assertions
-from l2v_monai.labelers.quality import disagreement_fraction, finding_quality, quality_table
+from l2v_monai.labelers.against_truth import disagreement_fraction, finding_quality, quality_table
 from l2v_monai.labelers.sources import ReportSourceError, check_not_empty, read_report_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +335,7 @@ def _committed_rows(name: str) -> dict:
 @pytest.mark.skipif(not ARCHIVE.is_file(), reason="needs the OpenI report archive")
 @pytest.mark.parametrize("name", [pytest.param("context", marks=[needs_medspacy, pytest.mark.slow]), "window"])
 def test_openi_quality_reproduces_committed_table(name):
-    from l2v_monai.labelers.quality import openi_quality
+    from l2v_monai.labelers.against_truth import openi_quality
 
     committed, whole = _committed_rows(name)
     table = openi_quality(ARCHIVE, [name])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from l2v_monai.data.datalist import DatalistSourceError, EmptySplitError, write_datalist
 from l2v_monai.data.manifest import build_manifest_datalist, label_column_groups, uncertain_value
-from l2v_monai.reports import DEID_TOKEN
+from l2v_monai.data.report_text import DEID_TOKEN
 
 FINDINGS = ["Edema", "Cardiomegaly"]
 

@@ -23,7 +23,7 @@ from l2v_monai.data.mimic import (
     read_labeler_csv,
 )
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import DEID_TOKEN
+from l2v_monai.data.report_text import DEID_TOKEN
 
 N = len(CHEXPERT_FINDINGS)
 LUNG_OPACITY = CHEXPERT_FINDINGS.index("Lung Opacity")

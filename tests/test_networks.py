@@ -8,7 +8,7 @@ import torch.nn as nn
 from torch.func import functional_call
 from torchvision.models import resnet50
 
-from l2v_monai.networks import ResNet50Classifier, SmallCNN, adapt_first_conv
+from l2v_monai.bundle_scripts.networks import ResNet50Classifier, SmallCNN, adapt_first_conv
 
 REPORT_DIM = 24
 

@@ -22,7 +22,7 @@ from l2v_monai.data.openi import (
     read_openi_reports,
 )
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import DEID_TOKEN
+from l2v_monai.data.report_text import DEID_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

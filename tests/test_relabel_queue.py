@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from l2v_monai.data.datalist import DatalistSourceError
-from l2v_monai.hand_labels import hand_label_matrix, import_hand_labels, read_hand_labels
-from l2v_monai.relabel_queue import (
+from l2v_monai.quality.hand_labels import hand_label_matrix, import_hand_labels, read_hand_labels
+from l2v_monai.quality.relabel_queue import (
     QueueEvidence,
     activelab_scores,
     binary_entropy,
@@ -323,7 +323,7 @@ def test_without_hand_labels_attach_targets_is_unchanged() -> None:
 
 
 def test_a_bad_hand_label_in_the_items_names_the_item() -> None:
-    from l2v_monai.data.validation import LabelValueError
+    from l2v_monai.labels import LabelValueError
     from l2v_monai.strategies import attach_targets, build_strategy
 
     labels, *_ = contested_case(n=5, contested=2, seed=5)
@@ -334,7 +334,7 @@ def test_a_bad_hand_label_in_the_items_names_the_item() -> None:
 
 
 def test_calibrated_error_sees_an_error_every_set_makes_once_an_audit_met_it() -> None:
-    from l2v_monai.relabel_queue import calibrated_error
+    from l2v_monai.quality.relabel_queue import calibrated_error
 
     rng = np.random.default_rng(6)
     n = 400
@@ -403,7 +403,7 @@ def test_iterated_rounds_rerank_after_each_step_and_never_repick(monkeypatch) ->
     hand labels so far and re-ranks with the new vote; no image is picked twice; rows at the budgets."""
     from types import SimpleNamespace
 
-    from l2v_monai.run_outputs import RunOutputs
+    from l2v_monai.engine.run_outputs import RunOutputs
 
     rounds = _rounds_script()
     labels, truth, model, vote, contested_items = contested_case(n=60, contested=8, seed=7)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 
-from l2v_monai.report_embedding import (
+from l2v_monai.data.report_embedding import (
     AttachReportEmbeddingd,
     MissingReportEmbeddingError,
     ReportEncoder,

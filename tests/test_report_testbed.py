@@ -11,19 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2v_monai.experiments.report_testbed import (
-    ModelSettings,
-    ReportCorpus,
-    cached_label_sets,
-    kfold_indices,
-    label_sets_digest,
-    load_openi_corpus,
-    make_synthetic_corpus,
-    read_label_sets,
-    run_fold,
-    synthetic_label_sets,
-    write_label_sets,
-)
+from l2v_monai.labelers.openi_corpus import ReportCorpus, cached_label_sets, label_sets_digest, load_openi_corpus, read_label_sets, synthetic_label_sets, write_label_sets
+from l2v_monai.experiments.report_testbed import ModelSettings, kfold_indices, make_synthetic_corpus, run_fold
 from l2v_monai.findings import CHEXPERT_FINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]

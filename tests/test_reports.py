@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from l2v_monai.reports import (
+from l2v_monai.data.report_text import (
     DEID_TOKEN,
     clean_mimic_report,
     clean_openi_sections,

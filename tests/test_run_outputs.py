@@ -8,7 +8,7 @@ import torch
 
 from tiny_nets import TinyNet
 
-from l2v_monai.run_outputs import item_batches, parse_overrides, vote_outputs
+from l2v_monai.engine.run_outputs import item_batches, parse_overrides, vote_outputs
 from l2v_monai.strategies import attach_targets, build_strategy
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from l2v_monai import vote as v
+from l2v_monai.labels import majority_vote, split_labels
+from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import (
     AnchoredVote,
     ConfusionMatrices,
@@ -18,7 +19,6 @@ from l2v_monai.strategies import (
     SingleLabelSet,
     attach_targets,
     build_strategy,
-    majority_vote,
 )
 
 NAN = float("nan")
@@ -77,7 +77,7 @@ def test_dawid_skene_recovers_truth_where_majority_vote_fails() -> None:
 def test_dawid_skene_strategy_and_quality_report_share_one_fit() -> None:
     """The strategy's posterior and targets come from the fit the quality report shows; soft labels
     count as 1 from 0.5 up (0.7 is a positive, not truncated to 0)."""
-    from l2v_monai.label_set_quality import estimate_quality
+    from l2v_monai.quality.label_set_estimates import estimate_quality
 
     rng = np.random.default_rng(3)
     truth = rng.integers(0, 2, size=(150, 2))
@@ -214,7 +214,7 @@ def test_strategies_import_and_run_without_crowd_kit() -> None:
         "import sys; sys.modules['crowdkit'] = None\n"  # any import of crowd-kit now fails
         "import torch\n"
         "from l2v_monai.strategies import attach_targets, build_strategy\n"
-        "from l2v_monai.trainer import LearningToVoteTrainer\n"
+        "from l2v_monai.engine.trainer import LearningToVoteTrainer\n"
         "s = build_strategy('l2v', num_sets=2, num_outputs=1, feature_dim=4, options={'l2v': {'consensus': 'majority'}})\n"
         "items = attach_targets([{'labels': [[1.0], [1.0]]}, {'labels': [[0.0], [1.0]]}], s)\n"
         "assert items[0]['target'][0] == 1.0 and 'crowdkit' not in {m.split('.')[0] for m in sys.modules if sys.modules[m]}\n"
@@ -319,7 +319,7 @@ def test_anchored_target_is_what_the_model_loss_trains_toward(refined: str, obje
                               options={"l2v": {"variant": "anchored", "refined": refined, "vote_objective": objective,
                                                "consensus": "majority", "min_confidence": 0.7, "seed": 5}})
     out, logits = _run(strategy, image, labels, net)
-    values, mask = v.split_labels(out.target)
+    values, mask = split_labels(out.target)
     model_loss = v.soft_loss(logits, values, mask, multiclass)
     assert torch.allclose(out.extras["model_loss"], model_loss, atol=1e-6)
     assert torch.allclose(out.loss, out.extras["model_loss"] + out.extras["vote_loss"], atol=1e-6)

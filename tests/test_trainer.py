@@ -18,7 +18,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, Compose
 
 from l2v_monai.strategies import PaperVote, attach_targets, build_strategy
-from l2v_monai.trainer import LabelSetBatch, LearningToVoteTrainer, StrategyBatch
+from l2v_monai.engine.trainer import LabelSetBatch, LearningToVoteTrainer, StrategyBatch
 from tiny_nets import TinyNet
 
 

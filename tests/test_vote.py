@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from l2v_monai import vote as v
+from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import PaperVote
 from tiny_nets import TinyNet
 

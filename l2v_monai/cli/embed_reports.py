@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from l2v_monai.extras import MissingExtraError
-from l2v_monai.report_embedding import DEFAULT_MODEL, MAX_TOKENS, POOLINGS, ReportEncoder, embed_datalist
+from l2v_monai.data.report_embedding import DEFAULT_MODEL, MAX_TOKENS, POOLINGS, ReportEncoder, embed_datalist
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -487,7 +487,7 @@ def read_split_label_sets(
     The split must exist and hold items, and the datalist must name its ``label_sets`` and
     ``findings``; a bad ``labels`` value names the item. Every error names the file.
     """
-    from l2v_monai.data.validation import LabelValueError, stack_labels  # validation needs torch; datalist does not
+    from l2v_monai.labels import LabelValueError, stack_labels  # labels needs torch; datalist does not
 
     data = read_datalist(path, label_sets=label_sets, splits=(split,), require=(split,))
     names, findings = list(data["label_sets"]), list(data["findings"])

@@ -7,7 +7,7 @@ The manifest has one row per image and these columns:
   is a **path** to a text file (relative to the manifest's folder or absolute) that must exist;
   any other cell is the report **text** itself. Either way the FINDINGS and IMPRESSION sections are
   kept when the text has MIMIC-style headers, otherwise the whole text (see
-  ``l2v_monai.reports.clean_mimic_report`` with ``fallback="full"``).
+  ``l2v_monai.data.report_text.clean_mimic_report`` with ``fallback="full"``).
 * ``split`` (optional): train / training, validate / validation / val, test. Without it every row
   goes to ``default_split``.
 * ``study_id`` (optional): copied to the item.
@@ -45,7 +45,7 @@ from l2v_monai.data.datalist import (
     read_csv_table,
     require_splits,
 )
-from l2v_monai.reports import clean_mimic_report
+from l2v_monai.data.report_text import clean_mimic_report
 
 GROUP_SEPARATOR = "/"
 CLEAN_LABEL_GROUP = "label"

@@ -49,7 +49,7 @@ from l2v_monai.data.datalist import (
     require_splits,
 )
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import read_report_file
+from l2v_monai.data.report_text import read_report_file
 
 LABELERS: dict[str, str] = {"neg": "negbio", "negbio": "negbio", "che": "chexpert", "chexpert": "chexpert"}
 DEFAULT_LABEL_SETS: tuple[str, ...] = ("neg_u0", "neg_u1", "che_u0", "che_u1")

@@ -43,7 +43,7 @@ import numpy as np
 
 from l2v_monai.data.datalist import Datalist, DatalistSourceError, ExclusionLog, labels_to_json
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import clean_openi_sections
+from l2v_monai.data.report_text import clean_openi_sections
 
 NORMAL_TAG = "normal"
 # Tags that say nothing about the patient: an unindexed or unreadable study is not "abnormal".
@@ -126,7 +126,7 @@ class OpenIReport:
 
     @property
     def text(self) -> str:
-        """FINDINGS + IMPRESSION, cleaned (:func:`~l2v_monai.reports.clean_openi_sections`); "" when both are empty."""
+        """FINDINGS + IMPRESSION, cleaned (:func:`~l2v_monai.data.report_text.clean_openi_sections`); "" when both are empty."""
         return clean_openi_sections(self.sections)
 
     def mesh_labels(self, findings: Sequence[str] = CHEXPERT_FINDINGS, archive: str | Path | None = None) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
-from l2v_monai.trainer import to_device, unwrap
+from l2v_monai.engine.trainer import to_device, unwrap
 
 __all__ = ["ArgmaxAccuracy", "RefinedLabelStats", "clean_test_accuracy", "finish", "format_table"]
 

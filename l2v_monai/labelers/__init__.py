@@ -103,7 +103,7 @@ def label_sets(
     Per labeler two sets: ``<name>_u0`` (uncertain → 0) and ``<name>_u1`` (uncertain → 1). Positive
     is 1, negative 0, and **not mentioned is 0**, as the MIMIC-CXR path maps CheXpert blanks by
     default (``not_mentioned=float("nan")`` keeps it missing instead). No Finding follows CheXpert's rule (``assertion.py``). ``texts`` are cleaned report
-    text (FINDINGS + IMPRESSION, see ``l2v_monai.reports``); an empty text has every finding not
+    text (FINDINGS + IMPRESSION, see ``l2v_monai.data.report_text``); an empty text has every finding not
     mentioned, so No Finding = 1. ``progress`` shows a tqdm bar on stderr (never report text).
     """
     texts = list(texts)

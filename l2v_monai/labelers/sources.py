@@ -26,7 +26,7 @@ import numpy as np
 
 from l2v_monai.data.datalist import csv_line, read_csv_table
 from l2v_monai.findings import CHEXPERT_FINDINGS
-from l2v_monai.reports import clean_mimic_report
+from l2v_monai.data.report_text import clean_mimic_report
 
 REPORT_SUFFIX = ".txt"
 OPENI_SUFFIXES = (".tgz", ".tar.gz", ".tar")

@@ -16,7 +16,7 @@ Baselines (:mod:`~l2v_monai.strategies.baselines`):
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
 * ``consensus`` — only the entries where the sets confidently agree (unanimous by default).
 
-Learning-to-vote (:mod:`~l2v_monai.strategies.learning_to_vote`, the math in :mod:`l2v_monai.vote`):
+Learning-to-vote (:mod:`~l2v_monai.strategies.learning_to_vote`, the math in :mod:`l2v_monai.strategies.vote`):
 
 * ``l2v`` — :class:`AnchoredVote` (``variant: "anchored"``, the bundle's default) or
   :class:`PaperVote` (``variant: "paper"``, the paper as written).
@@ -28,12 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from l2v_monai.data.validation import stack_hand_labels, stack_labels
+from l2v_monai.labels import stack_hand_labels, stack_labels
 from l2v_monai.strategies import base, baselines, learning_to_vote
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import (
-    MAJORITY_TIES,
-    NOISY_TARGETS,
     ConfusionMatrices,
     Consensus,
     DawidSkene,
@@ -42,8 +40,6 @@ from l2v_monai.strategies.baselines import (
     MeanLabel,
     SingleLabelSet,
     consensus_targets,
-    majority_vote,
-    noisy_target,
 )
 from l2v_monai.strategies.learning_to_vote import VOTE_VARIANTS, AnchoredVote, LearningToVote, PaperVote, vote_from_options
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from l2v_monai import vote as v
+from l2v_monai.strategies import vote as v
 
 __all__ = ["StrategyOutput", "Strategy", "TARGET_KEY", "HAND_KEY", "trust_hand"]
 
@@ -18,7 +18,7 @@ __all__ = ["StrategyOutput", "Strategy", "TARGET_KEY", "HAND_KEY", "trust_hand"]
 TARGET_KEY = "target"
 
 #: The batch key of the hand labels (``B × N``, NaN = none): the datalist's ``label`` field on training
-#: items (written by :mod:`l2v_monai.hand_labels`). Every strategy trusts them: where an entry has a
+#: items (written by :mod:`l2v_monai.quality.hand_labels`). Every strategy trusts them: where an entry has a
 #: hand label, that label is the target (and the vote's anchor); elsewhere nothing changes.
 HAND_KEY = "label"
 

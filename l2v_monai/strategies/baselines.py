@@ -18,15 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from l2v_monai import vote as v
-from l2v_monai.dawid_skene import fit_binary, fit_classes
+from l2v_monai.labels import check_ties, majority_vote, split_labels
+from l2v_monai.strategies import vote as v
+from l2v_monai.strategies.dawid_skene import fit_binary, fit_classes
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 
 __all__ = [
-    "MAJORITY_TIES",
-    "NOISY_TARGETS",
-    "majority_vote",
-    "noisy_target",
     "SingleLabelSet",
     "MajorityVote",
     "MeanLabel",
@@ -36,75 +33,6 @@ __all__ = [
     "consensus_targets",
     "Consensus",
 ]
-
-
-#: Tie rules of :func:`majority_vote`: a fresh coin per call, ties → 1 (multi-label only), or NaN.
-MAJORITY_TIES = ("random", "positive", "one", "nan")
-
-
-def _one_hot_argmax(scores: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None, ties: str) -> torch.Tensor:
-    """One-hot of the row-wise argmax; ties broken at random (``ties="random"``) or left NaN; rows with no votes are NaN."""
-    top = scores.max(dim=1, keepdim=True).values
-    tied = (scores == top).float()
-    noise = torch.rand(scores.shape, generator=generator, device="cpu").to(scores.device)
-    pick = (tied * (noise + 1.0)).argmax(dim=1)
-    out = F.one_hot(pick, scores.shape[1]).to(scores.dtype)
-    keep = valid > 0
-    if ties == "nan":
-        keep = keep & (tied.sum(dim=1) == 1)
-    return torch.where(keep.unsqueeze(1), out, torch.full_like(out, float("nan")))
-
-
-def _check_ties(ties: str, multiclass: bool) -> None:
-    if ties not in MAJORITY_TIES:
-        raise ValueError(f"ties must be one of {MAJORITY_TIES}, got {ties!r}")
-    if multiclass and ties in ("positive", "one"):
-        raise ValueError(f"ties={ties!r} (ties → 1) is for multi-label sets; one-hot classes have no positive side")
-
-
-def majority_vote(
-    labels: torch.Tensor, multiclass: bool, generator: torch.Generator | None = None, ties: str = "random"
-) -> torch.Tensor:
-    """Majority vote over label sets (``B × M × N`` → ``B × N``); NaN where no set votes.
-
-    Multi-class: the class with most votes. Multi-label: per finding, 1 if more sets say 1 than 0.
-    Ties are broken uniformly at random (``ties="random"``, the paper's MV), set to 1
-    (``"positive"`` or its alias ``"one"``, multi-label only: a finding that half the sets report
-    is ranked above the clear negatives) or left NaN (``"nan"``, for deterministic evaluation).
-    """
-    _check_ties(ties, multiclass)
-    values, mask = v.split_labels(labels)
-    if multiclass:
-        counts = (values * mask).sum(dim=1)
-        valid = (mask.sum(dim=(1, 2)) > 0).to(values.dtype)
-        return _one_hot_argmax(counts, valid, generator, ties)
-    pos = (values * mask).sum(dim=1)
-    neg = ((1 - values) * mask).sum(dim=1)
-    if ties == "random":
-        tie = (torch.rand(pos.shape, generator=generator, device="cpu").to(pos.device) < 0.5).to(pos.dtype)
-    elif ties == "nan":
-        tie = torch.full_like(pos, float("nan"))
-    else:
-        tie = torch.ones_like(pos)
-    out = torch.where(pos > neg, 1.0, torch.where(neg > pos, 0.0, tie))
-    return torch.where(mask.sum(dim=1) > 0, out, torch.full_like(out, float("nan")))
-
-
-NOISY_TARGETS = ("majority", "mean")
-
-
-def noisy_target(labels: torch.Tensor, target: str, multiclass: bool = False) -> torch.Tensor:
-    """A deterministic per-item label from noisy sets (``B × M × N`` → ``B × N``), for evaluation.
-
-    ``"majority"``: :func:`majority_vote` with ties left NaN, so only items with a majority are
-    scored; ``"mean"``: the mean of the available sets. Used by the evaluator's batch preparation
-    and by the start-up check that asks whether validation can be scored at all.
-    """
-    if target == "mean":
-        return torch.nanmean(labels, dim=1)
-    if target == "majority":
-        return majority_vote(labels, multiclass, ties="nan")
-    raise ValueError(f"unknown noisy evaluation target {target!r}; choose one of {NOISY_TARGETS}")
 
 
 class SingleLabelSet(Strategy):
@@ -135,7 +63,7 @@ class MajorityVote(Strategy):
 
     def __init__(self, multiclass: bool = False, seed: int = 0, ties: str = "random") -> None:
         super().__init__(multiclass)
-        _check_ties(ties, multiclass)
+        check_ties(ties, multiclass)
         self.ties = ties
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -191,7 +119,7 @@ class DawidSkene(FittedTargets):
         A calibrated probability rather than a decision: each set's per-finding sensitivity and
         specificity, estimated from all the sets together, weigh its vote. NaN only where no set
         has a label; a finding every set labels alike keeps that label. The fit is
-        :func:`l2v_monai.dawid_skene.fit_binary`, the one the quality report shows.
+        :func:`l2v_monai.strategies.dawid_skene.fit_binary`, the one the quality report shows.
         """
         if self.multiclass:
             raise ValueError("dawid_skene_posterior is for multi-label sets; use dawid_skene for one-hot data")
@@ -259,7 +187,7 @@ class ConfusionMatrices(Strategy):
 
     def forward(self, batch, logits, features, network, grad_scale=1.0):
         labels = batch["labels"]
-        values, mask = v.split_labels(labels)
+        values, mask = split_labels(labels)
         a = self.matrices()
         if self.multiclass:
             p = torch.softmax(logits.float(), dim=1)  # B × K

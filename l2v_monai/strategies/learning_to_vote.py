@@ -1,4 +1,4 @@
-"""Learning-to-vote as strategies: one class per vote variant, the math in :mod:`l2v_monai.vote`.
+"""Learning-to-vote as strategies: one class per vote variant, the math in :mod:`l2v_monai.strategies.vote`.
 
 * :class:`PaperVote` (``variant: "paper"``) — the method as written in the paper, the faithful
   reproduction; its defaults are the paper's.
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from l2v_monai import vote as v
+from l2v_monai.labels import split_labels
+from l2v_monai.strategies import vote as v
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import consensus_targets
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 class LearningToVote(Strategy):
     """What both variants share: virtual-step feedback per label set, a per-sample vote, its own learning rate.
 
-    ``feedback`` names the per-set feedback of :func:`~l2v_monai.vote.virtual_step_feedback`
+    ``feedback`` names the per-set feedback of :func:`~l2v_monai.strategies.vote.virtual_step_feedback`
     (virtual steps of size ``alpha``); the vote's parameters train at ``vote_lr`` (None: the
     network's rate).
     """
@@ -126,22 +127,22 @@ class AnchoredVote(LearningToVote):
     """The bundle's default vote: per-sample, per-finding weights that cannot win by confirming the model.
 
     It keeps the paper's structure (label sets → a per-sample vote → refined labels that train the
-    model) but scores each (sample, set) from :func:`~l2v_monai.vote.set_descriptors` (a weight
+    model) but scores each (sample, set) from :func:`~l2v_monai.strategies.vote.set_descriptors` (a weight
     per set *per finding* for multi-label data) and trains the model on the refined labels (the
     vote's decisions with ``refined="hard"``, the mixture with ``"soft"``; softmax CE for one-hot
     data). The vote never sees the model's loss; what trains it is ``vote_objective``:
 
-    * ``"probe"`` (default): an :class:`~l2v_monai.vote.AnchorProbe` (a linear classifier on the
+    * ``"probe"`` (default): an :class:`~l2v_monai.strategies.vote.AnchorProbe` (a linear classifier on the
       detached features, fitted to the anchor labels only) joins the vote's input, and the vote
       learns to agree with the anchor where a sample has one and with the probe where it has none
-      (:func:`~l2v_monai.vote.anchor_agreement_loss`);
-    * ``"meta"``: the bilevel objective :func:`~l2v_monai.vote.head_meta_loss`, a virtual step of
+      (:func:`~l2v_monai.strategies.vote.anchor_agreement_loss`);
+    * ``"meta"``: the bilevel objective :func:`~l2v_monai.strategies.vote.head_meta_loss`, a virtual step of
       the classifier head on the refined labels scored on other samples' anchor labels.
 
     The anchor is :func:`~l2v_monai.strategies.consensus_targets` (``consensus``,
     ``min_confidence``), fitted once before training. ``feedback="none"`` (default) skips the
     virtual steps; ``inputs`` keeps a subset of the vote's input (the ablations); ``no_finding``
-    caps the refined "No Finding" output by the other findings (:func:`~l2v_monai.vote.no_finding_consistent`).
+    caps the refined "No Finding" output by the other findings (:func:`~l2v_monai.strategies.vote.no_finding_consistent`).
     ``seed`` seeds the meta objective's batch split. The defaults are the ``strategy_options#l2v``
     block of ``train.json`` and ``cifar10.json``.
     """
@@ -150,7 +151,7 @@ class AnchoredVote(LearningToVote):
     VOTE_OBJECTIVES = ("meta", "probe")
     #: The size of the classifier head's virtual step in the meta objective.
     META_STEP = 1.0
-    #: The width of the vote's :class:`~l2v_monai.vote.SetScorer`.
+    #: The width of the vote's :class:`~l2v_monai.strategies.vote.SetScorer`.
     HIDDEN = 64
 
     def __init__(
@@ -185,7 +186,7 @@ class AnchoredVote(LearningToVote):
         self.no_finding, self.no_finding_ignores = no_finding, tuple(int(j) for j in no_finding_ignores)
         probe = vote_objective == "probe"
         per_output = 1 if multiclass else num_outputs
-        #: Which parts of (sample, set) the vote reads (:data:`~l2v_monai.vote.VOTE_INPUTS`); ablations drop some.
+        #: Which parts of (sample, set) the vote reads (:data:`~l2v_monai.strategies.vote.VOTE_INPUTS`); ablations drop some.
         self.inputs = v.check_inputs(inputs)
         self.head = v.SetScorer(v.descriptor_dim(feature_dim, num_sets, num_outputs, multiclass, probe, self.inputs),
                                 per_output, self.HIDDEN)
@@ -208,7 +209,7 @@ class AnchoredVote(LearningToVote):
             )
         labels = batch["labels"]
         feedback = self.set_feedback(batch, logits, features, network, grad_scale)
-        _, mask = v.split_labels(labels)
+        _, mask = split_labels(labels)
         set_mask = mask[..., :1] if self.multiclass else mask
         # Hand labels are anchors (attach_targets put them into the target; trusted again for items built otherwise).
         anchor = trust_hand(batch, batch[TARGET_KEY].float())

@@ -30,7 +30,7 @@ Entries that already carry a hand label score 0. :data:`QUEUE_METHOD` is the com
 
 Export (:func:`write_queue`): ``queue.csv`` (rank, id, study, the score, the disagreeing findings,
 each set's label and the vote's refined label per finding), a blank ``hand_labels.csv`` (``id`` and
-one column per finding; :mod:`l2v_monai.hand_labels` reads it back) and ``contact_sheet.png``
+one column per finding; :mod:`l2v_monai.quality.hand_labels` reads it back) and ``contact_sheet.png``
 (thumbnails captioned with the rank and the disagreeing findings; no identifiers, no report text).
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from l2v_monai.dawid_skene import binarize, fit_binary
+from l2v_monai.strategies.dawid_skene import binarize, fit_binary
 
 __all__ = [
     "AGGREGATES",

@@ -21,7 +21,8 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn.parallel import DistributedDataParallel
 
-from l2v_monai.strategies import Strategy, noisy_target
+from l2v_monai.labels import noisy_target
+from l2v_monai.strategies import Strategy
 
 __all__ = ["LearningToVoteTrainer", "StrategyBatch", "LabelSetBatch", "HeadFeatures", "unwrap", "to_device"]
 
@@ -112,7 +113,7 @@ class HeadFeatures:
         if not isinstance(head, nn.Module):
             raise TypeError(
                 f"{type(unwrap(network)).__name__} has no 'head' module: the trainer taps the features the strategies "
-                "need at the input of network.head (see l2v_monai.networks for the network API)"
+                "need at the input of network.head (see l2v_monai.bundle_scripts.networks for the network API)"
             )
         self.head = head
         self._captured: list[torch.Tensor] = []
@@ -215,7 +216,7 @@ class LearningToVoteTrainer(SupervisedTrainer):
             engine.state.output["vote_weights"] = result.weights
             engine.state.output["labels"] = batch["labels"]
             # The strategy's own loss terms (model_loss, probe_loss, ...) sit beside "loss" so that
-            # handlers can log them (l2v_monai.progress.loss_terms); the trainer's keys win a clash.
+            # handlers can log them (l2v_monai.engine.progress.loss_terms); the trainer's keys win a clash.
             for name, value in result.extras.items():
                 engine.state.output.setdefault(name, value.detach() if isinstance(value, torch.Tensor) else value)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -22,7 +22,7 @@ importable (the bundle folder on ``PYTHONPATH``): the operator instantiates ``pr
 whose ``LoadImaged`` names ``scripts.reader.ChestXrayReader``, before dropping that step. For a
 folder the SDK puts it on ``sys.path`` itself. ``ChestXrayClassificationApp`` chains the three::
 
-    python -m l2v_monai.deploy -i IMAGE_OR_FOLDER -m BUNDLE_FOLDER -o OUT   # writes OUT/findings.json
+    python -m l2v_monai.apps.monai_deploy -i IMAGE_OR_FOLDER -m BUNDLE_FOLDER -o OUT   # writes OUT/findings.json
 
 ``pred_to_findings`` and ``read_channel_def`` need no SDK. The operator classes need
 ``pip install monai-deploy-app-sdk highdicom`` (tested with 4.0.0 on CPU): the SDK installs into
@@ -131,7 +131,7 @@ except (ImportError, OSError) as error:  # OSError: the SDK's native libraries m
 def __getattr__(name: str) -> Any:
     if name in _SDK_NAMES:
         raise ImportError(
-            f"l2v_monai.deploy.{name} needs the MONAI Deploy App SDK (pip install monai-deploy-app-sdk): {_SDK_ERROR}"
+            f"l2v_monai.apps.monai_deploy.{name} needs the MONAI Deploy App SDK (pip install monai-deploy-app-sdk): {_SDK_ERROR}"
         ) from _SDK_ERROR
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -55,8 +55,9 @@ def vote_outputs(strategy: Any, network: Any, batches: Iterable[Mapping[str, Any
     """
     import torch
 
-    from l2v_monai import vote as v
-    from l2v_monai.trainer import to_device
+    from l2v_monai.labels import split_labels
+    from l2v_monai.strategies import vote as v
+    from l2v_monai.engine.trainer import to_device
 
     was_training = network.training
     network.eval()
@@ -78,7 +79,7 @@ def vote_outputs(strategy: Any, network: Any, batches: Iterable[Mapping[str, Any
                 ybar, valid = v.vote(out.weights, labels)
                 ybar = torch.where(valid > 0, ybar, torch.full_like(ybar, float("nan")))
                 # The weight each set had in ȳ: renormalised over the sets that label the entry, as vote() does.
-                _, mask = v.split_labels(labels)
+                _, mask = split_labels(labels)
                 w = out.weights.detach()
                 w = (w.unsqueeze(-1) if w.dim() == 2 else w) * mask
                 w = w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)

@@ -9,7 +9,7 @@ Four parts, one concept (each label set's sensitivity, specificity and prevalenc
   independently given the truth and are better than chance; sets built from one labeler (its
   uncertain → 0 and uncertain → 1 mappings) break the first assumption.
 * **Estimated from a trained run's vote, where one exists.** The run's refined labels ȳ
-  (:mod:`l2v_monai.run_outputs`) taken as ``P(y = 1)`` give every set a second sensitivity and
+  (:mod:`l2v_monai.engine.run_outputs`) taken as ``P(y = 1)`` give every set a second sensitivity and
   specificity, and the vote's weights show how much it trusted each set per finding.
 * **Measured against hand labels, where some exist.** True positives over positives and true
   negatives over negatives, with 95 % Wilson intervals, and whether the estimate lies inside. Hand
@@ -22,7 +22,7 @@ Four parts, one concept (each label set's sensitivity, specificity and prevalenc
 
 :func:`quality_report` returns one JSON-ready dict; :func:`write_report` writes it as markdown,
 CSV (one row per set × finding, :data:`CSV_COLUMNS`), PNG heatmaps and JSON. The measured
-sensitivity and specificity come from :func:`l2v_monai.labelers.quality.finding_quality`, the same
+sensitivity and specificity come from :func:`l2v_monai.labelers.against_truth.finding_quality`, the same
 function the labelers' MeSH table uses. Nothing here reads or writes item text or ids.
 """
 
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from l2v_monai.dawid_skene import BinaryFit, binarize, fit_binary
-from l2v_monai.labelers.quality import MIN_POSITIVES, finding_quality
+from l2v_monai.strategies.dawid_skene import BinaryFit, binarize, fit_binary
+from l2v_monai.labelers.against_truth import MIN_POSITIVES, finding_quality
 
 __all__ = [
     "CSV_COLUMNS",
@@ -94,7 +94,7 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     return low, high
 
 
-#: Dawid–Skene's per-finding fit (:class:`l2v_monai.dawid_skene.BinaryFit`), under the name this report gives it.
+#: Dawid–Skene's per-finding fit (:class:`l2v_monai.strategies.dawid_skene.BinaryFit`), under the name this report gives it.
 DawidSkeneQuality = BinaryFit
 
 
@@ -107,7 +107,7 @@ def _check_sets(labels: np.ndarray) -> np.ndarray:
 
 def estimate_quality(labels: np.ndarray, n_iter: int = 100, tol: float = 1e-5) -> DawidSkeneQuality:
     """Binary Dawid–Skene per finding on ``labels`` (S × M × N, NaN = no label): see
-    :func:`l2v_monai.dawid_skene.fit_binary`, which the ``dawid_skene`` strategy fits too."""
+    :func:`l2v_monai.strategies.dawid_skene.fit_binary`, which the ``dawid_skene`` strategy fits too."""
     return fit_binary(labels, n_iter=n_iter, tol=tol)
 
 
@@ -195,7 +195,7 @@ def quality_report(
     set × finding, :data:`CSV_COLUMNS`, NaN as None) and, with ``truth``, ``error``
     (:func:`estimate_error` over the findings with ≥ ``min_positives`` truth positives).
 
-    Given a trained run's ``vote`` (its soft refined labels ȳ, S × N, :mod:`l2v_monai.run_outputs`),
+    Given a trained run's ``vote`` (its soft refined labels ȳ, S × N, :mod:`l2v_monai.engine.run_outputs`),
     each set's sensitivity and specificity are estimated a second way, with ȳ as ``P(y = 1)``
     (:func:`posterior_quality` over every item; ``est_*_vote``), and ``vote_prevalence`` is the mean
     ȳ. ``vote_weights`` (S × M × N, NaN where a set has no label) give ``vote_weight``: the mean
@@ -350,7 +350,7 @@ def estimate_error(
 # ------------------------------------------------------------------------------------------------
 def _hand_label(item: Mapping[str, Any], n: int, where: str) -> np.ndarray | None:
     """An item's hand label as N values (1/0/NaN), from ``label`` (N) or ``clean`` (N, or a class index)."""
-    from l2v_monai.data.validation import label_array
+    from l2v_monai.labels import label_array
 
     if item.get("label") is not None:
         return label_array(item, where, "label", (n,))
@@ -376,7 +376,7 @@ def quality_inputs_from_datalist(
     second datalist's items (any split) matched by image path. Errors name the file and the item.
     """
     from l2v_monai.data.datalist import DatalistSourceError, read_split_label_sets
-    from l2v_monai.data.validation import LabelValueError, describe_item
+    from l2v_monai.labels import LabelValueError, describe_item
 
     path = Path(path)
     items, labels, names, findings = read_split_label_sets(path, split, label_sets)
@@ -397,7 +397,7 @@ def quality_inputs_from_datalist(
 def _join_hand_datalist(path: Path, items: Sequence[Mapping[str, Any]], findings: Sequence[str], hand: np.ndarray) -> bool:
     """Fill ``hand`` from ``path``'s items that carry ``label``, matched to ``items`` by resolved image path."""
     from l2v_monai.data.datalist import SPLITS, DatalistSourceError, read_datalist
-    from l2v_monai.data.validation import LabelValueError, describe_item
+    from l2v_monai.labels import LabelValueError, describe_item
 
     other = read_datalist(path, splits=SPLITS)
     if other["findings"] and list(other["findings"]) != list(findings):

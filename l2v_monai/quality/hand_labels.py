@@ -1,6 +1,6 @@
 """Hand labels back into the datalist: read a filled ``hand_labels.csv`` and give the items a ``label``.
 
-The template (:func:`l2v_monai.relabel_queue.write_template`) has an ``id`` column, an optional
+The template (:func:`l2v_monai.quality.relabel_queue.write_template`) has an ``id`` column, an optional
 ``rank`` column and one column per finding. A radiologist fills each finding with ``1`` (present),
 ``0`` (absent) or leaves it blank (not assessed). :func:`read_hand_labels` checks every row and
 raises one :class:`~l2v_monai.data.datalist.DatalistSourceError` that names the file and each bad
@@ -34,8 +34,8 @@ from l2v_monai.data.datalist import (
     parse_label_value,
     read_csv_table,
 )
-from l2v_monai.data.validation import stack_hand_labels
-from l2v_monai.relabel_queue import item_id
+from l2v_monai.labels import stack_hand_labels
+from l2v_monai.quality.relabel_queue import item_id
 
 __all__ = ["OPTIONAL_COLUMNS", "hand_label_matrix", "import_hand_labels", "read_hand_labels"]
 

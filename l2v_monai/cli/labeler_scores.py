@@ -21,7 +21,7 @@ from pathlib import Path
 
 from l2v_monai.extras import MissingExtraError, import_extra
 from l2v_monai.labelers import LABELERS
-from l2v_monai.labelers.quality import markdown_table, openi_quality, plot_heatmap
+from l2v_monai.labelers.against_truth import markdown_table, openi_quality, plot_heatmap
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from l2v_monai.label_set_quality import estimate_error, quality_inputs_from_datalist, quality_report, write_report
-from l2v_monai.labelers.quality import MIN_POSITIVES
+from l2v_monai.quality.label_set_estimates import estimate_error, quality_inputs_from_datalist, quality_report, write_report
+from l2v_monai.labelers.against_truth import MIN_POSITIVES
 
 #: The issue's target for the mean absolute error of the estimates against MeSH (testbed mode only).
 TARGET_MAE = 0.05
@@ -83,7 +83,7 @@ def load_report_testbed(reports: Path, label_files: list[Path]) -> tuple[np.ndar
     The files must exist (they are never relabelled here) and must have been made from these
     reports' texts (their fingerprint is checked); set names must not repeat across files.
     """
-    from l2v_monai.experiments.report_testbed import load_openi_corpus, read_label_sets
+    from l2v_monai.labelers.openi_corpus import load_openi_corpus, read_label_sets
 
     for path in label_files:
         if not path.is_file():
@@ -149,7 +149,7 @@ def _testbed_markdown(report: dict[str, Any], labels: np.ndarray, names: list[st
 
 
 def _run_outputs(args: argparse.Namespace) -> dict[str, Any]:
-    from l2v_monai.run_outputs import evidence_from_run, parse_overrides
+    from l2v_monai.engine.run_outputs import evidence_from_run, parse_overrides
 
     run = evidence_from_run(args.run, args.datalist, parse_overrides(args.override))
     if args.sets and list(args.sets) != run["label_sets"]:

@@ -33,9 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from l2v_monai.labels import split_labels
+
 __all__ = [
     # the paper (Algorithm 1)
-    "split_labels",
     "masked_bce",
     "vote",
     "binarize",
@@ -60,12 +61,6 @@ __all__ = [
     "soft_loss",
     "head_meta_loss",
 ]
-
-
-def split_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(values, mask)``: NaN replaced by 0, and a float mask that is 1 where a label exists."""
-    mask = (~torch.isnan(labels)).to(labels.dtype)
-    return torch.nan_to_num(labels, nan=0.0), mask
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

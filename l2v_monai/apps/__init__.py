@@ -1,0 +1,1 @@
+"""Integrations that load the bundle in other applications: MONAI Deploy and MONAI Label."""

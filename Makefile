@@ -30,7 +30,7 @@ fashion-mnist:
 	fi
 
 demo: venv fashion-mnist
-	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --bundle_root bundle --data_root $(FASHION_MNIST_DIR)
+	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --dataset fashion_mnist --data_root $(FASHION_MNIST_DIR)
 
 # The chest X-ray bundle's workflow on a small generated MIMIC-style tree (numbers meaningless).
 # DEMO_DICOM=/path/to/chest.dcm adds a real radiograph to the inference inputs.

@@ -19,7 +19,7 @@ from monai.data import DataLoader, Dataset
 
 from l2v_monai.strategies import build_strategy
 from l2v_monai.engine.trainer import LearningToVoteTrainer
-from vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
+from l2v_monai.experiments.vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
 
 
 def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:

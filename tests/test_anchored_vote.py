@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from l2v_monai.strategies import vote as v
-from l2v_monai.strategies import AnchoredVote, LearningToVote, PaperVote, attach_targets, consensus_targets
-from tiny_nets import TinyNet
+from l2v_monai.strategies import AnchoredVote, PaperVote, attach_targets, consensus_targets
+from tiny_nets import TinyNet, train_steps
 
 
 def _two_kinds(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,20 +29,6 @@ def _two_kinds(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
     return image, truth, sets, kind
 
 
-def _train(strategy: LearningToVote, net: TinyNet, image: torch.Tensor, sets: torch.Tensor, anchor: torch.Tensor):
-    """300 Adam steps on random batches of 64; returns the strategy's output on every sample."""
-    opt = torch.optim.Adam(strategy.param_groups(net, 1e-2))
-    for _ in range(300):
-        idx = torch.randperm(len(image))[:64]
-        features = net.features(image[idx])
-        out = strategy({"image": image[idx], "labels": sets[idx], "target": anchor[idx]}, net.head(features), features, net)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    features = net.features(image)
-    return strategy({"image": image, "labels": sets, "target": anchor}, net.head(features), features, net)
-
-
 def test_anchored_weights_respond_per_sample() -> None:
     torch.manual_seed(0)
     image, truth, sets, kind = _two_kinds()
@@ -50,7 +36,7 @@ def test_anchored_weights_respond_per_sample() -> None:
     net = TinyNet(num_outputs=3, width=8)
     strategy = AnchoredVote(num_sets=3, feature_dim=net.num_features, num_outputs=3, multiclass=True,
                             vote_objective="meta", min_confidence=0.9, feedback="features", vote_lr=0.05)
-    w = _train(strategy, net, image, sets, anchor).weights
+    w = train_steps(strategy, net, image, sets, anchor).weights
     # Set 0 is trusted on dark images, set 1 on bright ones: the vote differs per sample, not per set.
     assert w[kind == 0, 0].mean() > w[kind == 1, 0].mean() + 0.1
     assert w[kind == 1, 1].mean() > w[kind == 0, 1].mean() + 0.1
@@ -149,7 +135,7 @@ def test_probe_vote_picks_the_right_set_on_contested_samples() -> None:
                             consensus="majority", min_confidence=1.0, feedback="features", vote_lr=0.05)
     anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets(items, strategy)]))
     assert torch.isnan(anchor[contested]).all() and not torch.isnan(anchor[~contested]).any()
-    out = _train(strategy, net, image, sets, anchor)
+    out = train_steps(strategy, net, image, sets, anchor)
     refined = v.harden(out.target, False)[:, 0]
     # Majority vote, Dawid–Skene or any per-set weight is right on half the contested samples.
     accuracy = (refined[contested] == truth[contested]).float().mean()

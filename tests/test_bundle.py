@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mimic_tree import make_mimic_tree
+from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"

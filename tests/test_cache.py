@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from PIL import Image
-from test_transforms import ramp, write_dicom
+from dicom_files import ramp, write_dicom
 
 from l2v_monai.data.cache import (
     CacheBuildError,

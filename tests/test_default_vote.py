@@ -11,8 +11,7 @@ from monai.bundle import ConfigParser
 
 from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import AnchoredVote, attach_targets, build_strategy, consensus_targets
-from test_anchored_vote import _train
-from test_vote_real import CountingNet, _report_like_sets
+from tiny_nets import CountingNet, report_like_sets, train_steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
@@ -41,7 +40,7 @@ def _default_strategy(net: torch.nn.Module, num_sets: int, num_outputs: int, mul
 
 def test_default_step_has_no_virtual_step_and_trains_toward_its_hard_target() -> None:
     torch.manual_seed(0)
-    sets, _ = _report_like_sets(64)
+    sets, _ = report_like_sets(64)
     net = CountingNet(num_outputs=2)
     strategy = _default_strategy(net, 4, 2)
     items = attach_targets([{"labels": s} for s in sets], strategy)
@@ -72,14 +71,14 @@ def test_default_step_has_no_virtual_step_and_trains_toward_its_hard_target() ->
 def test_default_vote_learns_to_follow_its_anchor_on_a_seeded_case() -> None:
     """After training, the refined labels agree with the anchor wherever it has a value."""
     torch.manual_seed(0)
-    sets, truth = _report_like_sets(256, seed=1)
+    sets, truth = report_like_sets(256, seed=1)
     net = CountingNet(num_outputs=2)
     strategy = _default_strategy(net, 4, 2)
     anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets([{"labels": s} for s in sets], strategy)]))
     # Images whose brightness encodes the truth (finding 0 → +1, finding 1 → +2), so the probe has something to read.
     level = torch.from_numpy(truth[:, 0] + 2 * truth[:, 1]).view(-1, 1, 1, 1)
     image = level.expand(-1, 1, 6, 6) + 0.1 * torch.rand(256, 1, 6, 6)
-    out = _train(strategy, net, image, torch.from_numpy(sets), anchor)
+    out = train_steps(strategy, net, image, torch.from_numpy(sets), anchor)
     has = ~torch.isnan(anchor)
     assert (out.target[has] == anchor[has]).float().mean() > 0.98
 
@@ -87,7 +86,7 @@ def test_default_vote_learns_to_follow_its_anchor_on_a_seeded_case() -> None:
 @pytest.mark.parametrize("dropped", v.VOTE_INPUTS)
 def test_each_vote_input_can_be_dropped_for_the_ablations(dropped: str) -> None:
     torch.manual_seed(0)
-    sets, _ = _report_like_sets(8)
+    sets, _ = report_like_sets(8)
     net = CountingNet(num_outputs=2)
     inputs = [x for x in v.VOTE_INPUTS if x != dropped]
     strategy = AnchoredVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, inputs=inputs)

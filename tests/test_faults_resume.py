@@ -33,7 +33,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from mimic_tree import make_mimic_tree
+from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -1,9 +1,7 @@
-"""scripts/independent_labelers.py: hand-written sentences through both labelers, shape and names."""
+"""l2v_monai.experiments.independent_labelers: hand-written sentences through both labelers, shape and names."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +15,9 @@ U0, U1 = [0, 2], [1, 3]  # the uncertain → 0 and uncertain → 1 sets
 
 @pytest.fixture(scope="module")
 def script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "independent_labelers.py"
-    spec = importlib.util.spec_from_file_location("independent_labelers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from l2v_monai.experiments import independent_labelers
+
+    return independent_labelers
 
 
 @pytest.fixture(scope="module")

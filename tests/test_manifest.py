@@ -191,12 +191,8 @@ def test_repeated_column_and_missing_image_column(tmp_path):
 
 
 def test_prepare_manifest_script(site, capsys):
-    import importlib.util
+    from l2v_monai.cli import prepare_manifest as script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "prepare_manifest.py"
-    spec = importlib.util.spec_from_file_location("prepare_manifest", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     out = site.parent / "out" / "datalist.json"
     assert script.main(["--manifest", str(site), "--out", str(out), "--uncertain", "1"]) == 0
     document = json.loads(out.read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mimic_tree import make_mimic_tree
+from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 from l2v_monai.data.datalist import DatalistSourceError, EmptySplitError, exclusions_path, write_datalist
 from l2v_monai.data.mimic import (
@@ -398,13 +398,9 @@ def test_hand_labelled_csv_rejects_uncertain_duplicates_and_missing_images(plain
 
 
 def _script(name: str):
-    import importlib.util
+    import importlib
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"l2v_monai.cli.{name}")
 
 
 def test_prepare_mimic_script_writes_datalist_and_prints_exclusions(plain_tree, capsys):

@@ -162,10 +162,35 @@ def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
 
 
 def test_cifar10_absent_gives_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=rf"CIFAR-10 not found .*{tmp_path}.*download=True"):
+    with pytest.raises(FileNotFoundError, match=rf"CIFAR-10 not found in {tmp_path}.*--download True.*--dataset fashion_mnist"):
         make_poc_splits("cifar10", root=tmp_path)
     with pytest.raises(ValueError, match="cifar10 needs a root directory"):
         load_poc_arrays("cifar10")
+
+
+def test_cifar10_reads_torchvisions_layout(cifar10_root: Path) -> None:
+    """Five training batches and a test batch, pickled as the python version of CIFAR-10 is."""
+    images, labels = load_poc_arrays("cifar10", cifar10_root, train=True)
+    assert images.shape == (5 * 20, 3, 32, 32) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    # The first pixel rows are the batch's own first 32 bytes (channel-major, row-major, as CIFAR stores them).
+    first = np.load(cifar10_root / "first_image.npy")
+    np.testing.assert_allclose(images[0], first.astype(np.float32) / 255.0)
+    test_images, test_labels = load_poc_arrays("cifar10", cifar10_root, train=False)
+    assert test_images.shape == (20, 3, 32, 32) and set(test_labels) <= set(range(10))
+    splits = make_poc_splits("cifar10", cifar10_root, max_train=60, max_test=20, seed=0)
+    assert splits["in_channels"] == 3 and splits["image_size"] == (32, 32)
+
+
+def test_cifar10_batch_refuses_foreign_objects(cifar10_root: Path) -> None:
+    """A batch file is a pickle: anything beyond numpy arrays, lists and dicts is refused, naming the file."""
+    import os
+    import pickle
+
+    bad = cifar10_root / "cifar-10-batches-py" / "test_batch"
+    bad.write_bytes(pickle.dumps({"data": os.system, "labels": []}))
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 batch file .*posix.system|test_batch: not a CIFAR-10 batch file"):
+        load_poc_arrays("cifar10", cifar10_root, train=False)
 
 
 def test_fashion_mnist_splits_stratify_the_subsets() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytest
 
 from l2v_monai.data.datalist import DatalistSourceError
 from l2v_monai.quality.hand_labels import hand_label_matrix, import_hand_labels, read_hand_labels
+from l2v_monai.experiments.relabel_scores import ALL_METHODS, activelab_scores, binary_entropy
 from l2v_monai.quality.relabel_queue import (
     QueueEvidence,
-    activelab_scores,
-    binary_entropy,
     disagreement_scores,
     finding_scores,
     image_scores,
@@ -74,9 +72,9 @@ def test_score_definitions_on_hand_computed_entries() -> None:
                        model=np.array([[0.2], [0.9], [0.1]]))
     # expected_error: target = vote ≥ 0.5; q = mean(ds, vote, model).
     q = np.array([(0.6 + 0.7 + 0.2) / 3, (0.99 + 1.0 + 0.9) / 3, (0.1 + 0.0 + 0.1) / 3])
-    assert finding_scores("expected_error", ev)[:, 0] == pytest.approx([1 - q[0], 1 - q[1], q[2]])
+    assert finding_scores("expected_error", ev, ALL_METHODS)[:, 0] == pytest.approx([1 - q[0], 1 - q[1], q[2]])
     assert finding_scores("contested_expected_error", ev)[:, 0] == pytest.approx([1 - q[0], 0.0, 0.0])
-    assert finding_scores("model_vs_vote", ev)[:, 0] == pytest.approx([0.5, 0.1, 0.1])
+    assert finding_scores("model_vs_vote", ev, ALL_METHODS)[:, 0] == pytest.approx([0.5, 0.1, 0.1])
     # Hand-labelled entries score 0; a fully hand-labelled image drops out of the queue.
     hand = np.array([[1.0], [np.nan], [np.nan]])
     per_image, _ = queue_scores(QueueEvidence(labels, ev.ds_posterior, ev.vote, ev.model, hand), "expected_error")
@@ -94,7 +92,7 @@ def test_image_aggregates_and_stable_ties() -> None:
     with pytest.raises(ValueError, match="unknown relabel score"):
         finding_scores("entropy", QueueEvidence(np.zeros((1, 2, 1))))
     with pytest.raises(ValueError, match="needs the model"):
-        finding_scores("model_entropy", QueueEvidence(np.zeros((1, 2, 1))))
+        finding_scores("model_entropy", QueueEvidence(np.zeros((1, 2, 1))), ALL_METHODS)
 
 
 def test_activelab_scores_prefer_contested_uncertain_items() -> None:
@@ -196,10 +194,9 @@ def test_every_bad_row_is_named_at_once(tmp_path: Path) -> None:
 
 # --- the command line -------------------------------------------------------------------------------
 def _script():
-    spec = importlib.util.spec_from_file_location("relabel_queue_script", ROOT / "scripts" / "relabel_queue.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from l2v_monai.cli import relabel_queue
+
+    return relabel_queue
 
 
 def test_script_exports_without_a_run_and_imports_back(tmp_path: Path, capsys) -> None:
@@ -364,15 +361,11 @@ def test_calibrated_error_sees_an_error_every_set_makes_once_an_audit_met_it() -
     assert scores[said_one, 0].min() > scores[labels[:, 0, 0] == 0, 0].max()
 
 
-# --- the simulated rounds' bookkeeping (the training itself runs in scripts/relabel_rounds.py) ----------
+# --- the simulated rounds' bookkeeping (the training itself runs in experiments/relabel_rounds.py) ----------
 def _rounds_script():
-    import sys
+    from l2v_monai.experiments import relabel_rounds
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("relabel_rounds_script", ROOT / "scripts" / "relabel_rounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return relabel_rounds
 
 
 def test_rounds_orders_and_the_collected_table(tmp_path: Path) -> None:

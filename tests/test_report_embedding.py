@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -164,9 +163,8 @@ def test_interrupted_run_resumes(encoder: ReportEncoder, tmp_path: Path) -> None
 def test_attach_transform_and_script(tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     datalist = _datalist(tmp_path / "d.json", REPORTS)
     out = tmp_path / "emb.pt"
-    spec = importlib.util.spec_from_file_location("embed_reports", ROOT / "scripts" / "embed_reports.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from l2v_monai.cli import embed_reports as script
+
     assert script.main(["--datalist", str(datalist), "--output", str(out), "--model", str(tiny_bert), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "3 studies" in printed and "embedded 3" in printed and "skipped 2 items" in printed

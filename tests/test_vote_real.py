@@ -8,42 +8,14 @@ import torch
 
 from l2v_monai.strategies import vote as v
 from l2v_monai.strategies import AnchoredVote, PaperVote, attach_targets, consensus_targets
-from tiny_nets import TinyNet
-
-
-class CountingNet(TinyNet):
-    """TinyNet that counts its feature passes (the virtual step's cost is M extra ones)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.passes = 0
-
-    def features(self, image, report_embedding=None):
-        self.passes += 1
-        return super().features(image, report_embedding)
-
-
-def _report_like_sets(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two findings, four sets like two report labelers × uncertain → 0/1: the labelers miss
-    positives (sensitivity 0.8 / 0.6) far more often than they invent them (false-positive rate 0.02)."""
-    rng = np.random.default_rng(seed)
-    truth = (rng.random((n, 2)) < 0.3).astype(np.float32)
-
-    def labeler(sens: float) -> np.ndarray:
-        return np.where(truth == 1, rng.random(truth.shape) < sens, rng.random(truth.shape) < 0.02).astype(np.float32)
-
-    a, b = labeler(0.8), labeler(0.6)
-    # u0/u1 pairs: an uncertain mention (10 % of positives) becomes 0 in u0 and 1 in u1.
-    unsure_a, unsure_b = (rng.random(truth.shape) < 0.1) & (truth == 1), (rng.random(truth.shape) < 0.1) & (truth == 1)
-    sets = np.stack([np.where(unsure_a, 0, a), np.where(unsure_a, 1, a), np.where(unsure_b, 0, b), np.where(unsure_b, 1, b)], 1)
-    return sets.astype(np.float32), truth
+from tiny_nets import CountingNet, TinyNet, report_like_sets
 
 
 def test_no_feedback_skips_the_virtual_step_and_zeroes_delta_f() -> None:
     torch.manual_seed(0)
     net = CountingNet(num_outputs=2)
     image = torch.rand(8, 1, 6, 6)
-    labels = torch.from_numpy(_report_like_sets(8)[0])
+    labels = torch.from_numpy(report_like_sets(8)[0])
     features = net.features(image)
     logits = net.head(features)
     net.passes = 0
@@ -59,7 +31,7 @@ def test_no_feedback_skips_the_virtual_step_and_zeroes_delta_f() -> None:
 
 def test_no_feedback_strategy_target_is_what_its_loss_trained_toward() -> None:
     torch.manual_seed(0)
-    sets, _ = _report_like_sets(64)
+    sets, _ = report_like_sets(64)
     sets[0, 1, 0] = np.nan  # a missing label stays out of the vote
     net = CountingNet(num_outputs=2)
     strategy = AnchoredVote(num_sets=4, feature_dim=net.num_features, num_outputs=2, vote_objective="probe",
@@ -85,7 +57,7 @@ def test_no_feedback_strategy_target_is_what_its_loss_trained_toward() -> None:
 
 
 def test_dawid_skene_posterior_is_a_probability_that_agrees_with_its_decision() -> None:
-    sets, truth = _report_like_sets(600, seed=1)
+    sets, truth = report_like_sets(600, seed=1)
     sets[3, 2, 1] = np.nan
     post = consensus_targets(sets, "dawid_skene_posterior", 1.0, False)
     hard = consensus_targets(sets, "dawid_skene", 0.0, False)
@@ -118,7 +90,7 @@ def test_no_finding_is_capped_by_the_other_findings() -> None:
 
 def test_no_finding_cap_is_in_the_target_the_model_trained_toward() -> None:
     torch.manual_seed(0)
-    sets, _ = _report_like_sets(64)
+    sets, _ = report_like_sets(64)
     # Output 1 plays "No Finding": the sets call it normal where they saw nothing in output 0.
     sets[:, :, 1] = 1 - sets[:, :, 0]
     sets[:8, 2:, 1] = 1.0  # labeler b misses finding 0 on eight reports and calls them normal

@@ -138,6 +138,24 @@ def _write_atomically(target: Path, array: np.ndarray) -> None:
     os.replace(temporary, target)
 
 
+class CacheNotWritableError(PermissionError):
+    """The cache folder cannot be created or written; the message names the folder and the key to set."""
+
+
+def _check_writable(cache_dir: Path) -> None:
+    """Fail before decoding anything when ``cache_dir`` cannot take new entries (a read-only data mount)."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        probe = cache_dir / f".write_probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CacheNotWritableError(
+            f"image cache folder {cache_dir} is not writable ({error.strerror or error}): set cache_dir "
+            "(e.g. --cache_dir /scratch/cxr_cache) to a folder this job can write"
+        ) from error
+
+
 def _cache_one(job: tuple[str, str, int, str]) -> str | None:
     """Decode, resize and store one image; return the failure reason, or None on success."""
     source, target, image_size, mode = job
@@ -195,6 +213,8 @@ def build_cache(
         elif str(target) not in jobs:  # the same image listed twice is decoded once
             jobs[str(target)] = (source, str(target), image_size, mode)
 
+    if jobs:
+        _check_writable(cache_dir)
     with tqdm(total=len(jobs), desc="caching chest X-rays", unit="img", disable=not progress) as bar:
         if num_workers > 0 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=num_workers, initializer=_single_thread_worker) as pool:
@@ -298,6 +318,7 @@ __all__ = [
     "CacheBuildError",
     "CacheBuildResult",
     "CacheFailure",
+    "CacheNotWritableError",
     "CachedChestXrayDataset",
     "LoadCachedChestXrayd",
     "build_cache",

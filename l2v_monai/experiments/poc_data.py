@@ -18,6 +18,7 @@ Where clean labels live (they exist only for reporting):
 from __future__ import annotations
 
 import gzip
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 from l2v_monai.experiments.annotators import ANNOTATORS, one_hot_label_sets, simulate_labels
 
 __all__ = [
+    "CIFAR10_FOLDER",
     "DATASETS",
     "FASHION_MNIST_DIR",
     "load_poc_arrays",
@@ -110,20 +112,65 @@ def _read_fashion_mnist(root: str | Path | None, train: bool, download: bool) ->
     return _RawSplit(images[:, None], labels.astype(np.int64), 255.0)
 
 
+#: torchvision's CIFAR-10 layout: ``<root>/cifar-10-batches-py/`` with five training batches and one test batch.
+CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_BATCHES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_batch"]}
+#: What a CIFAR-10 batch pickle may reference: numpy's array reconstruction, nothing else.
+_CIFAR10_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 batch file and refuses any other object a pickle could smuggle in."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR10_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"a CIFAR-10 batch may not reference {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as handle:
+        try:
+            batch = _BatchUnpickler(handle, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise ValueError(f"{path}: not a CIFAR-10 batch file ({err})") from err
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 batch file (holds a {type(batch).__name__}, expected a dict)")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise ValueError(f"{path}: a CIFAR-10 batch needs 'data' and 'labels', found {sorted(batch)}")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
+    if labels.shape != (len(data),) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise ValueError(f"{path}: 'labels' must hold {len(data)} classes in 0..9")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def _read_cifar10(root: str | Path | None, train: bool, download: bool) -> _RawSplit:
     if root is None:
         raise ValueError("cifar10 needs a root directory (the one holding cifar-10-batches-py)")
-    from torchvision.datasets import CIFAR10
+    folder = Path(root) / CIFAR10_FOLDER
+    if download:
+        from torchvision.datasets import CIFAR10
 
-    try:
-        dataset = CIFAR10(str(root), train=train, download=download)
-    except RuntimeError as err:
+        CIFAR10(str(root), train=train, download=True)  # fetches, checks its MD5 and unpacks once
+    missing = [name for name in _CIFAR10_BATCHES[train] if not (folder / name).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"CIFAR-10 not found (or corrupted) in {Path(root) / CIFAR10.base_folder}: pass download=True "
-            f"(\"download\": true in the bundle) to fetch it into {root}, or unpack {CIFAR10.url} there"
-        ) from err
-    images = np.ascontiguousarray(np.asarray(dataset.data).transpose(0, 3, 1, 2))  # N x H x W x C -> N x C x H x W
-    return _RawSplit(images, np.asarray(dataset.targets, dtype=np.int64), 255.0)
+            f"CIFAR-10 not found in {folder} (missing {', '.join(missing)}): unpack the python version "
+            "(cifar-10-python.tar.gz) there, or pass --download True to fetch it, or run on Fashion-MNIST "
+            "with --dataset fashion_mnist --data_root /usr/share/datasets/fashion-mnist"
+        )
+    parts = [_read_cifar10_batch(folder / name) for name in _CIFAR10_BATCHES[train]]
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+    return _RawSplit(images, np.concatenate([p[1] for p in parts]), 255.0)
 
 
 def _read_digits(root: str | Path | None, train: bool, download: bool) -> _RawSplit:

@@ -11,7 +11,7 @@ from typing import Any
 
 from l2v_monai.strategies.vote import VOTE_INPUTS
 
-CONFIG = Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.json"
+CONFIG = Path(__file__).resolve().parents[2] / "bundle" / "configs" / "train.json"
 
 
 def _without(*parts: str) -> list[str]:

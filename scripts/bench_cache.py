@@ -1,7 +1,7 @@
 """Images per second: decoding full-size DICOMs versus reading the uint8 preprocessing cache.
 
-Makes ``--count`` full-size 16-bit DICOMs (row-shifted copies of the real ``chest.dcm`` from
-``../shared`` when present, synthetic 2500 × 2000 radiograph-like images otherwise), then in one
+Makes ``--count`` full-size 16-bit DICOMs (row-shifted copies of a real radiograph given with
+``--dicom``, synthetic 2500 × 2000 radiograph-like images otherwise), then in one
 process times (a) decode + window + resize from DICOM and (b) reading the built cache, both on a
 warm page cache, and prints the two rates and their ratio.
 
@@ -21,7 +21,6 @@ import torch
 from l2v_monai.data.cache import LoadCachedChestXrayd, build_cache
 from l2v_monai.data.transforms import preprocess_chest_xray
 
-REAL_DICOM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest-dicom" / "chest.dcm"
 SYNTHETIC_SHAPE = (2500, 2000)
 
 
@@ -50,20 +49,20 @@ def _synthetic_template():
     return ds
 
 
-def make_dicoms(folder: Path, count: int, seed: int = 0) -> tuple[list[Path], str]:
+def make_dicoms(folder: Path, count: int, real: Path | None = None, seed: int = 0) -> tuple[list[Path], str]:
     """Write ``count`` full-size 16-bit DICOMs; return their paths and where they came from."""
     import pydicom
     from pydicom.uid import generate_uid
 
     rng = np.random.default_rng(seed)
-    if REAL_DICOM.is_file():
-        ds = pydicom.dcmread(REAL_DICOM)
+    if real is not None:
+        ds = pydicom.dcmread(real)
         base = ds.pixel_array
         # The copies need no identifiers; blank them so the temporary files hold none.
         for keyword in ("PatientID", "PatientName", "PatientBirthDate", "StudyDate", "AccessionNumber"):
             if keyword in ds:
                 setattr(ds, keyword, "")
-        source = f"row-shifted copies of the real {base.shape[0]}x{base.shape[1]} chest.dcm"
+        source = f"row-shifted copies of a real {base.shape[0]}x{base.shape[1]} radiograph"
     else:
         ds = _synthetic_template()
         rows, cols = np.mgrid[0 : SYNTHETIC_SHAPE[0], 0 : SYNTHETIC_SHAPE[1]]
@@ -85,11 +84,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=32, help="number of full-size DICOMs")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--cache-passes", type=int, default=20, help="cache read passes (fast: repeat to time)")
+    parser.add_argument("--dicom", type=Path, help="a real DX DICOM to copy (default: synthetic images)")
     args = parser.parse_args()
+    if args.dicom is not None and not args.dicom.is_file():
+        parser.error(f"--dicom {args.dicom}: no such file")
 
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         folder = Path(tmp)
-        paths, source = make_dicoms(folder, args.count)
+        paths, source = make_dicoms(folder, args.count, args.dicom)
         print(f"{args.count} DICOMs: {source}; torch threads: {torch.get_num_threads()}")
 
         for path in paths[:2]:  # warm-up: imports, first-call overheads, page cache

@@ -33,7 +33,7 @@ def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
 
 
 # Bench names of the learning-to-vote settings: (strategy, its options). The anchored ones are the
-# vote's defaults before issue 12 (bilevel objective, virtual step) with the named changes.
+# vote's defaults before the variants split (bilevel objective, virtual step) with the named changes.
 VOTE_SETTINGS: dict[str, tuple[str, dict]] = {
     "l2v": ("l2v", {"l2v": {"variant": "paper"}}),
     "l2v_anchored": ("l2v", {"l2v": PRE_SPLIT_ANCHORED}),

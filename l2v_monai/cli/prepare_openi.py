@@ -1,6 +1,6 @@
 """Build the OpenI hand-labelled test datalist and print its label counts per finding.
 
-    l2v-prepare-openi --archive ../shared/data/openi-reports/NLMCXR_reports.tgz \
+    l2v-prepare-openi --archive /data/openi/NLMCXR_reports.tgz \
         --image-root /data/NLMCXR_png --out data/openi/datalist.json
 
     # labels only (the PNGs are not at hand): image paths are recorded even though absent

@@ -1,6 +1,6 @@
 """Simulated relabeling rounds: hand-label the top N of each ranking by revealing the truth, retrain, score.
 
-On the two testbeds whose truth is known (issue 13, part 3):
+On the two testbeds whose truth is known:
 
 * ``multilabel``: the synthetic multi-label testbed (``l2v_monai.experiments.multilabel_testbed``,
   SmallCNN), test AUC against the truth on its 2000 test images;
@@ -60,7 +60,7 @@ from l2v_monai.quality.relabel_queue import (
 )
 from l2v_monai.engine.run_outputs import item_batches, vote_outputs
 
-#: The comparison of issue 13 (report seeds): name → (score, aggregate); ``random`` draws a seeded order.
+#: The comparison on the report seeds: name → (score, aggregate); ``random`` draws a seeded order.
 COMPARISON: dict[str, tuple[str, str]] = {
     "random": ("random", ""),
     "activelab": ("activelab", "max"),

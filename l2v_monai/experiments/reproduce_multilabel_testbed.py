@@ -52,7 +52,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
                                    "min_confidence": 1.0, "refined": "soft"}),
     "l2v_anchored_probe_hard": ("l2v", {**PRE_SPLIT_ANCHORED, "vote_objective": "probe", "vote_lr": 0.01,
                                         "consensus": "majority", "min_confidence": 1.0, "refined": "hard"}),
-    # The probe vote without virtual steps (issue 11: does ΔF_m earn its cost?).
+    # The probe vote without virtual steps (does ΔF_m earn its cost?).
     "l2v_anchored_probe_nofb": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "majority",
                                         "min_confidence": 1.0, "refined": "soft", "feedback": "none"}),
     "l2v_probe_ds_hard_nofb": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "dawid_skene",

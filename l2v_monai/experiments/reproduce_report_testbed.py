@@ -34,7 +34,7 @@ from l2v_monai.experiments.report_testbed import ModelSettings, make_synthetic_c
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "bundle" / "configs"
 
-#: The previous release's train.json / cifar10.json votes (the configs now hold the issue-11 default).
+#: The previous release's train.json / cifar10.json votes (the configs now hold the anchored default).
 _PREV, _PREV_CIFAR = PREVIOUS_TRAIN, PREVIOUS_CIFAR10
 
 #: method → (strategy, bundle config its options come from, option overrides, description).
@@ -51,7 +51,7 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "cm": ("cm", "train.json", {}, "confusion matrices (Tanno et al.)"),
     "consensus": ("consensus", "train.json", {}, "consensus (unanimous entries only)"),
     "l2v_paper": ("l2v", "train.json", {"variant": "paper", "feedback": "features"}, "l2v paper"),
-    # Ablations of the vote made before issue 11 settled the default; each names the options it ran with
+    # Ablations of the vote made before the anchored default was settled; each names the options it ran with
     # in full (the previous train.json vote: unanimous anchor, soft, virtual step), so its meaning is fixed.
     "l2v_anchored_meta": ("l2v", "cifar10.json", {**_PREV_CIFAR}, "l2v anchored meta (previous cifar10.json)"),
     "l2v_probe_soft": ("l2v", "train.json", {**_PREV}, "l2v anchored probe, soft (previous train.json default)"),

@@ -1,4 +1,4 @@
-"""One table of the vote's ablations on the development seeds of the three testbeds (issue 11).
+"""One table of the vote's ablations on the development seeds of the three testbeds.
 
 Reads the JSON files that ``reproduce_report_testbed.py``, ``reproduce_multilabel_testbed.py`` and
 ``reproduce_poc.py`` wrote for the rows of ``scripts/vote_variants.py`` and prints, per variant, each

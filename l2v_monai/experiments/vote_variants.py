@@ -1,4 +1,4 @@
-"""The default vote and its ablations, shared by the three reproduction scripts (issue 11).
+"""The default vote and its ablations, shared by the three reproduction scripts .
 
 Every variant is the bundle's own ``strategy_options#l2v`` (``train.json``; ``cifar10.json`` holds
 the same block) with a few keys changed, so a table row names exactly what was switched off.
@@ -18,12 +18,12 @@ def _without(*parts: str) -> list[str]:
     return [x for x in VOTE_INPUTS if x not in parts]
 
 
-#: The defaults of the one vote class before it split into one class per variant (issue 12), spelled
+#: The defaults of the one vote class before it split into one class per variant, spelled
 #: out, so that rows written as changes to them (the bench's, the multi-label testbed's first rows) keep their meaning.
 PRE_SPLIT_ANCHORED: dict[str, Any] = {"variant": "anchored", "vote_objective": "meta", "consensus": "dawid_skene",
                                       "min_confidence": 0.9, "refined": "hard", "feedback": "features", "vote_lr": None}
 
-#: The release before issue 11 as changes to today's default, so rows made with it keep their meaning.
+#: The release before the anchored default as changes to today's default, so rows made with it keep their meaning.
 PREVIOUS_TRAIN: dict[str, Any] = {"consensus": "majority", "min_confidence": 1.0, "refined": "soft", "feedback": "features"}
 PREVIOUS_CIFAR10: dict[str, Any] = {"vote_objective": "meta", "min_confidence": 0.9, "feedback": "features"}
 
@@ -44,7 +44,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "abl_soft": ({"refined": "soft"}, "soft refined labels (the vote's mixture)"),
     "abl_vote_lr_low": ({"vote_lr": None}, "vote at the model's learning rate (10× lower: a lower vote-loss weight)"),
     "abl_meta": ({"vote_objective": "meta"}, "the bilevel (meta) vote objective instead of the probe"),
-    # The defaults of the release before issue 11, for the report tables.
+    # The defaults of the release before the anchored default, for the report tables.
     "l2v_previous_train": (PREVIOUS_TRAIN, "previous train.json vote (unanimous anchor, soft, virtual step)"),
     "l2v_previous_cifar10": (PREVIOUS_CIFAR10, "previous cifar10.json vote (meta objective, Dawid–Skene ≥ 0.9, virtual step)"),
 }

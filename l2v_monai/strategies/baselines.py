@@ -297,7 +297,7 @@ class Consensus(FittedTargets):
 
     The strongest label-only baseline on the multi-label testbed: no guess on a contested entry is
     better than a coin flip there. Its defaults (unanimous entries) were the anchored vote's anchor
-    before issue 11; with ``consensus="dawid_skene", min_confidence=0.999`` it is today's anchor, so
+    the default before the anchored vote; with ``consensus="dawid_skene", min_confidence=0.999`` it is today's anchor, so
     it shows what the vote adds on the contested entries.
     """
 

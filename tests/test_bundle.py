@@ -40,9 +40,9 @@ def configs(*names: str) -> str:
 
 
 def output_root(path: Path) -> Path:
-    """A ``--bundle_root`` outside the repository: like any bundle root it holds the bundle's ``scripts/``
-    (the configs' network definition), and the run writes its ``models/`` and ``eval/`` there."""
-    shutil.copytree(ROOT / "bundle" / "scripts", path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    """A ``--bundle_root`` outside the repository, without the bundle's ``scripts/``: the network is still
+    imported from the configs' own bundle, and the run writes its ``models/`` and ``eval/`` there."""
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

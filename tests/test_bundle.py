@@ -272,3 +272,20 @@ def test_poc_config_runs_on_digits_and_writes_results(tmp_path: Path) -> None:
     assert set(data["vote_weights"]) == {"HS", "SF", "OC", "AD", "AVG"}
     assert data["vote_weights"]["AD"]["clean"] is None  # AD is never right
     assert data["annotator_label_accuracy"]["AD"] == 0.0
+
+
+def test_poc_config_runs_cifar10_by_default_from_torchvisions_layout(cifar10_root: Path, tmp_path: Path) -> None:
+    """No ``--dataset``: CIFAR-10, read from ``cifar-10-batches-py/`` under ``data_root``."""
+    out = tmp_path / "out"
+    bundle("run", "--config_file", str(CONFIGS / "cifar10.json"), "--data_root", str(cifar10_root), "--epochs", "1",
+           "--max_train", "60", "--max_test", "20", "--batch_size", "8", "--bundle_root", str(out))
+    (results,) = list((out / "eval").glob("poc_cifar10_*/results.json"))
+    assert 0.0 <= json.loads(results.read_text())["test_accuracy"] <= 1.0
+
+
+def test_poc_config_without_cifar10_says_where_to_put_it(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "cifar10.json"),
+           "--data_root", str(tmp_path / "none"), "--bundle_root", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert re.search(r"CIFAR-10 not found in .*none/cifar-10-batches-py .*--download True.*--dataset fashion_mnist", proc.stderr)

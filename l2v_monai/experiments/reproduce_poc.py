@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from monai.bundle import ConfigParser
+from l2v_monai.experiments.poc_data import FASHION_MNIST_DIR
 from l2v_monai.experiments.vote_variants import PREVIOUS_CIFAR10, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ def write_table(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "digits", "cifar10"])
-    parser.add_argument("--data-root", default=None, help="dataset directory (default: the config's)")
+    parser.add_argument("--data-root", default=None, help="dataset directory (default: Debian's Fashion-MNIST folder, or the config's CIFAR-10 folder)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--epochs", type=int, default=8)
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.data_root:
         common["data_root"] = args.data_root
+    elif args.dataset == "fashion_mnist":  # the config's default data_root is CIFAR-10's
+        common["data_root"] = str(FASHION_MNIST_DIR)
     for item in args.set:
         key, _, value = item.partition("=")
         common[key] = json.loads(value)

@@ -42,3 +42,29 @@ def cifar10_root(tmp_path: Path) -> Path:
         (folder / name).write_bytes(pickle.dumps({"batch_label": name, "data": data, "labels": labels}, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}, protocol=2))
     return tmp_path
+
+
+def _hand_label(root: Path) -> Path:
+    """Random 0/1 hand labels for a prepared tree's validation and test images, written as a CSV and
+    imported with ``l2v-prepare-mimic hand-labels`` into ``<root>/hand_labelled.json``."""
+    import csv
+    import json
+
+    from l2v_monai.cli.prepare_mimic import main as prepare_mimic
+
+    datalist = json.loads((root / "datalist.json").read_text())
+    rng = np.random.default_rng(0)
+    with open(root / "hand.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dicom_id", *datalist["findings"]])
+        for item in datalist["test"] + datalist["validation"]:
+            writer.writerow([item["dicom_id"], *rng.integers(0, 2, len(datalist["findings"])).tolist()])
+    out = root / "hand_labelled.json"
+    assert prepare_mimic(["hand-labels", "--csv", str(root / "hand.csv"), "--root", str(root), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def hand_label_tree():
+    """A function that hand-labels a prepared MIMIC-style tree (``datalist.json`` beside it)."""
+    return _hand_label

@@ -47,7 +47,7 @@ def output_root(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def mimic(tmp_path_factory: pytest.TempPathFactory, hand_label_tree) -> dict:
     """A synthetic MIMIC tree, its datalist, a hand-labelled test set and report embeddings."""
     root = tmp_path_factory.mktemp("mimic")
     info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
@@ -56,17 +56,7 @@ def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
         check=True, capture_output=True,
     )
     datalist = json.loads((root / "datalist.json").read_text())
-    rng = np.random.default_rng(0)
-    with open(root / "hand.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["dicom_id", *datalist["findings"]])
-        for item in datalist["test"] + datalist["validation"]:
-            writer.writerow([item["dicom_id"], *rng.integers(0, 2, len(datalist["findings"])).tolist()])
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "hand-labels", "--csv", str(root / "hand.csv"),
-         "--root", str(root), "--out", str(root / "hand_labelled.json")],
-        check=True, capture_output=True,
-    )
+    hand_label_tree(root)
     from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
 
     studies = sorted({it["study_id"] for split in ("training", "validation", "test") for it in datalist[split]})

@@ -10,8 +10,6 @@ whole workflow takes a minute on a CPU.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 import shlex
@@ -20,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
@@ -62,19 +59,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"repo": repo, "data": data, "pngs": pngs}
 
 
-def _hand_labels(data: Path) -> None:
-    """``hand_labelled.json`` beside the datalist, as docs/data.md makes it from a hand-labelled CSV."""
-    datalist = json.loads((data / "datalist.json").read_text())
-    rng = np.random.default_rng(0)
-    with open(data / "hand.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["dicom_id", *datalist["findings"]])
-        for item in datalist["test"] + datalist["validation"]:
-            writer.writerow([item["dicom_id"], *rng.integers(0, 2, len(datalist["findings"])).tolist()])
-    subprocess.run(["l2v-prepare-mimic", "hand-labels", "--csv", str(data / "hand.csv"), "--root", str(data),
-                    "--out", str(data / "hand_labelled.json")], check=True, capture_output=True, env=_env())
-
-
 def _env() -> dict[str, str]:
     # The venv's own commands (l2v-*, torchrun) first, as in an activated venv.
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -96,7 +80,7 @@ def _as_run_here(line: str, paths: dict[str, Path]) -> list[str]:
     return argv
 
 
-def test_every_readme_bundle_line_runs_from_the_repository_root(workspace: dict[str, Path]) -> None:
+def test_every_readme_bundle_line_runs_from_the_repository_root(workspace: dict[str, Path], hand_label_tree) -> None:
     repo, bundle = workspace["repo"], workspace["repo"] / "bundle"
     for line in readme_bundle_lines():
         argv = _as_run_here(line, workspace)
@@ -105,7 +89,7 @@ def test_every_readme_bundle_line_runs_from_the_repository_root(workspace: dict[
         proc = subprocess.run(argv, cwd=repo, env=_env(), capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{line}\nfailed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         if argv[1:2] == ["labelers"] or "l2v-prepare-mimic" in line:
-            _hand_labels(workspace["data"])
+            hand_label_tree(workspace["data"])  # the hand-labelled set evaluation reads (docs/data.md)
         if "ckpt_export" in argv:
             assert (bundle / "models" / "model.ts").is_file()
         if line == MISSION_LINE:

@@ -16,6 +16,7 @@ from dicom_files import ramp, write_dicom
 
 from l2v_monai.data.cache import (
     CacheBuildError,
+    CacheNotWritableError,
     CachedChestXrayDataset,
     LoadCachedChestXrayd,
     build_cache,
@@ -180,3 +181,21 @@ def test_parallel_build_matches_serial(sources, tmp_path):
     assert parallel.built == 3
     for a, b in zip(serial.items, parallel.items):
         assert np.array_equal(np.load(a["image"]), np.load(b["image"]))
+
+
+def test_an_unwritable_cache_folder_stops_before_decoding_and_names_the_key(sources, tmp_path):
+    """A cache under a read-only place (here: below a regular file, which even root cannot write into)."""
+    blocker = tmp_path / "read_only_mount"
+    blocker.write_text("not a folder")
+    with pytest.raises(CacheNotWritableError, match=rf"image cache folder {blocker}/cache is not writable .*set cache_dir"):
+        build_cache([{"image": str(p)} for p in sources], blocker / "cache", image_size=32)
+
+
+def test_the_bundle_cache_defaults_to_the_bundle_root_not_the_data_folder(tmp_path):
+    """A read-only dataset folder works: the cache is a folder of the run's own."""
+    root = Path(__file__).resolve().parents[1]
+    parser = ConfigParser()
+    parser.read_config(str(root / "bundle" / "configs" / "train.json"))
+    parser.update({"dataset_dir": "/mnt/read_only/images", "bundle_root": str(tmp_path / "run")})
+    cache_dir = Path(parser.get_parsed_content("cache_dir"))
+    assert cache_dir.is_relative_to(tmp_path / "run") and not cache_dir.is_relative_to("/mnt/read_only")

@@ -70,4 +70,4 @@ $(INTEGRATION_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(INTEGRATION_VENV) bundle/models bundle/eval demo-bundle
+	rm -rf $(VENV) $(INTEGRATION_VENV) bundle/models bundle/eval bundle/cache demo-bundle .import_linter_cache

@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     "l2v-label-reports": "l2v_monai.cli.label_reports:main",
     "l2v-embed-reports": "l2v_monai.cli.embed_reports:main",
     "l2v-evaluate": "l2v_monai.cli.evaluate:main",
+    "l2v-compare": "l2v_monai.cli.compare:main",
     "l2v-labeler-quality": "l2v_monai.cli.labeler_scores:main",
     "l2v-quality": "l2v_monai.cli.quality_report:main",
 }
@@ -30,6 +31,7 @@ KEY_OPTION = {
     "l2v-label-reports": "--reports",
     "l2v-embed-reports": "--datalist",
     "l2v-evaluate": "--predictions",
+    "l2v-compare": "--method",
     "l2v-labeler-quality": "--archive",
     "l2v-quality": "--hand-datalist",
 }

@@ -22,7 +22,7 @@ from l2v_monai.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_aucs, pe
 from l2v_monai.evaluation.delong import delong_interval
 from l2v_monai.evaluation.inputs import as_float_array, check_binary_labels, check_finite_scores, check_matrix
 
-__all__ = ["NOT_ESTIMABLE", "check_inputs", "auc_intervals"]
+__all__ = ["NOT_ESTIMABLE", "check_inputs", "auc_intervals", "format_interval"]
 
 NOT_ESTIMABLE = "not estimable"
 
@@ -123,4 +123,6 @@ def format_interval(value: float | None, low: float | None, high: float | None, 
     """``"0.812 (0.774–0.850)"``; a missing value is an em dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{value:.{digits}f} (no interval)"
     return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"

@@ -208,12 +208,15 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _like(reference: Any, values: np.ndarray) -> Any:
-    """``values`` as the same kind of array as ``reference`` (a torch tensor stays a tensor, on its device)."""
+    """``values`` in ``reference``'s array type: a (Meta)Tensor stays one, on its device, with its metadata."""
     if hasattr(reference, "detach"):
         import torch
 
-        return torch.as_tensor(values, dtype=reference.dtype if reference.is_floating_point() else torch.float32,
-                               device=reference.device)
+        out = reference.detach().clone()
+        if not out.is_floating_point():
+            out = out.float()
+        out.copy_(torch.as_tensor(values, dtype=out.dtype, device=out.device))
+        return out
     return values
 
 

@@ -167,6 +167,12 @@ def operating_points(
                 per_finding[finding] = {**row, "threshold": None, "reason": f"{NOT_ESTIMABLE}: {why}"}
                 continue
             fold = _folds(labels, group_ids[present], folds, seed)
+            lacking = [k for k in range(folds) if len(set(labels[fold != k].tolist())) < 2]
+            if lacking:
+                # Whole patients per fold can leave a tuning side with one class; then no honest figure exists.
+                per_finding[finding] = {**row, "threshold": None, "reason": f"{NOT_ESTIMABLE}: keeping patients together "
+                                        f"leaves fold {lacking[0] + 1} of {folds} without both classes to tune on"}
+                continue
             out_of_fold = np.zeros(labels.size, dtype=bool)
             fold_thresholds = []
             for k in range(folds):

@@ -140,3 +140,14 @@ def test_predictions_with_calls_are_read_by_their_probabilities(tmp_path: Path) 
     path.write_text(f"{tmp_path / 'x.png'},0.1,0.7\n")
     with pytest.raises(ValueError, match="p.csv, line 1: expected an image path and 3 probabilities"):
         evaluate_cli.read_predictions(path, 3)
+
+
+def test_inference_names_datalist_images_by_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predictions.csv is matched to the datalist by path from any folder: inference writes absolute paths."""
+    from l2v_monai.bundle_scripts.inputs import datalist_images
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hand.json").write_text(json.dumps({"test": [{"image": "img/0.png"}]}))
+    (tmp_path / "bundle").mkdir()
+    monkeypatch.chdir(tmp_path / "bundle")
+    assert datalist_images("../data/hand.json") == [{"image": str(tmp_path / "data" / "img" / "0.png")}]

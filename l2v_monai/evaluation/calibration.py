@@ -77,8 +77,9 @@ def fit_map(method: str, labels: np.ndarray, probabilities: np.ndarray) -> dict[
     """Fit one finding's map (parameters as saved in ``calibration.json``)."""
     z = _logit(probabilities)
     if method == "platt":
-        # A large C: Platt's fit is a plain maximum-likelihood logistic regression on the logit.
-        model = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], labels)
+        # scikit-learn's default L2 penalty (C = 1): on a few hundred items it is nearly the maximum-likelihood
+        # fit, and on a tiny or separable set it keeps the slope finite instead of a step from 0 to 1.
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(z[:, None], labels)
         return {"a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
     if method == "temperature":
         def nll(log_t: float) -> float:

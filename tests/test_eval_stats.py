@@ -221,10 +221,12 @@ def test_cross_fitting_measures_out_of_fold_and_keeps_patients_together() -> Non
     assert row["on_tuning"]["sensitivity"]["value"] >= 0.9
 
 
-def test_wilson_interval_by_hand() -> None:
-    # 8 of 10: Wilson 95 % (z = 1.96) is 0.4902 to 0.9433 (Newcombe 1998, method 3).
-    value, low, high = wilson_interval(8, 10)
-    assert value == 0.8 and low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+@pytest.mark.parametrize("k,n,low,high", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+                                          (1, 29, 0.0061, 0.1718)])
+def test_wilson_interval_matches_newcombes_published_values(k: int, n: int, low: float, high: float) -> None:
+    # Newcombe, Statistics in Medicine 17:857-872 (1998), Table I, method 3 (Wilson score, no continuity correction).
+    value, got_low, got_high = wilson_interval(k, n)
+    assert value == k / n and got_low == pytest.approx(low, abs=1e-4) and got_high == pytest.approx(high, abs=1e-4)
 
 
 def test_too_few_positives_to_cross_fit_is_not_estimable() -> None:

@@ -59,7 +59,7 @@ def test_evaluate_writes_the_report_and_saves_thresholds_and_calibration(tmp_pat
         assert section in text
     assert "200 resamples of whole patients (40 patients, id `subject_id`)" in text
     assert "| Fracture | 0 / 120 | not estimable: only negatives |" in text
-    assert "nan" not in text.lower()
+    assert "nan" not in text.lower() and "[all findings](roc/roc_all.png)" in text
     report = json.loads((out / "report.json").read_text())
     edema = report["discrimination"]["per_finding"]["Edema"]
     assert edema["auc_low"] < edema["auc"] < edema["auc_high"] and 0 < edema["ap"] <= 1

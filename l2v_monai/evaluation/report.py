@@ -177,6 +177,8 @@ def _markdown(report: Mapping[str, Any], out: Path) -> str:
         "A finding without both positives and negatives among the labelled items is not estimable.", "",
         *_discrimination_md(d, findings), "",
     ]
+    if (out / "roc" / "roc_all.png").is_file():  # written beside this report by evaluate_predictions
+        lines += ["ROC curves: [all findings](roc/roc_all.png), one PNG per finding in `roc/`.", ""]
     cal = report["calibration"]
     lines += ["## Calibration", "",
               "Brier score (lower is better) and expected calibration error (ECE, 10 equal-width bins)."]

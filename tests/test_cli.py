@@ -24,6 +24,7 @@ KEY_OPTION = {
     "l2v-label-reports": "--reports",
     "l2v-embed-reports": "--datalist",
     "l2v-evaluate": "--predictions",
+    "l2v-compare": "--method",
     "l2v-labeler-quality": "--archive",
     "l2v-quality": "--hand-datalist",
     "l2v-relabel-queue": "--import",

@@ -198,3 +198,16 @@ def test_prepare_manifest_script(site, capsys):
     document = json.loads(out.read_text())
     assert document["label_sets"] == ["reader1", "reader2"] and document["training"][0]["labels"][0] == [1.0, 1.0]
     assert "training" in capsys.readouterr().out
+
+
+def test_patient_and_subgroup_columns_are_kept_on_the_items(tmp_path):
+    """The evaluation resamples whole patients and reports AUC per view, sex, age band, site and scanner."""
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png")
+    header = ["image", "patient_id", "view", "sex", "age_band", "site", "scanner", "r1/Edema", "label/Edema"]
+    path = _write(tmp_path / "m.csv", header, [["a.png", "p1", "PA", "F", "40-49", "north", "DR-1", "1", "1"],
+                                               ["b.png", "p1", "AP", "", "", "north", "DR-2", "0", "0"]])
+    first, second = build_manifest_datalist(path, default_split="test").splits["test"]
+    assert {k: first[k] for k in header[1:7]} == {"patient_id": "p1", "view": "PA", "sex": "F", "age_band": "40-49",
+                                                  "site": "north", "scanner": "DR-1"}
+    assert "sex" not in second and "age_band" not in second and second["view"] == "AP"

@@ -376,6 +376,18 @@ def test_hand_labelled_csv_by_dicom_id(plain_tree):
         build_hand_labelled_datalist(path)
 
 
+def test_hand_labelled_items_keep_the_patient_view_and_the_csvs_own_metadata(plain_tree):
+    """The evaluation groups its bootstrap by patient and reports subgroups: the preparer keeps what the sources say."""
+    path = plain_tree["root"] / "hand.csv"
+    rows = _hand_rows(plain_tree, "dicom_id")
+    rows = [rows[0] + ["sex", "site"]] + [r + [("F", "M", "")[i], "north"] for i, r in enumerate(rows[1:])]
+    _write_rows(path, rows)
+    items = build_hand_labelled_datalist(path, image_root=plain_tree["root"], metadata_csv=plain_tree["metadata_csv"]).splits["test"]
+    for item, image in zip(items, plain_tree["images"]):
+        assert item["subject_id"] == image["subject_id"] and item["view"] == image["view"] and item["site"] == "north"
+    assert [item.get("sex") for item in items] == ["F", "M", None]  # a blank cell is left out
+
+
 def test_hand_labelled_csv_rejects_uncertain_duplicates_and_missing_images(plain_tree):
     path = plain_tree["root"] / "hand.csv"
     rows = _hand_rows(plain_tree, "image")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from .reader import IMAGE_SUFFIXES
@@ -20,7 +21,7 @@ class NoInputImagesError(FileNotFoundError):
 
 
 def datalist_images(datalist: str | Path, split: str = "test") -> list[dict[str, str]]:
-    """``[{"image": path}]`` for the items of ``split`` in a datalist JSON; relative paths are against its folder."""
+    """``[{"image": absolute path}]`` for the items of ``split`` in a datalist JSON; relative paths are against its folder."""
     path = Path(datalist)
     if not path.is_file():
         raise NoInputImagesError(f"datalist {path} not found")
@@ -33,7 +34,9 @@ def datalist_images(datalist: str | Path, split: str = "test") -> list[dict[str,
         image = item.get("image") if isinstance(item, dict) else None
         if not isinstance(image, str):
             raise ValueError(f"datalist {path}: item {number} of split {split!r} has no 'image' path")
-        images.append({"image": image if Path(image).is_absolute() else str(path.parent / image)})
+        # Absolute, so that predictions.csv names each image the same way from any working folder
+        # (l2v-evaluate and l2v-compare match its rows to the datalist by path).
+        images.append({"image": os.path.abspath(image if Path(image).is_absolute() else path.parent / image)})
     return images
 
 

@@ -5,6 +5,8 @@ decoded becomes a blank stand-in whose metadata says why), and then:
 
 * ``ClassificationSaver`` writes ``predictions.csv`` for the readable images only, through
   ``readable_meta`` / ``readable_preds``;
+  With a thresholds file, each row also carries a 0/1 call per finding after the probabilities
+  (``decisions.ThresholdCallsd``);
 * ``UnreadableImageLog`` writes ``failures.csv`` (``image,reason``; just the header when every
   image was read) next to it, and ``raise_if_any()``, run after the evaluator, ends the process
   with ``UnreadableImagesError`` (exit status 1) naming the count and the file.
@@ -48,8 +50,23 @@ def readable_meta(batch: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 
 
 def readable_preds(output: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """``ClassificationSaver.output_transform``: the predictions of the readable items of a decollated output."""
-    return [item["pred"] for item in output if not _unreadable_reason(item)]
+    """``ClassificationSaver.output_transform``: the predictions of the readable items of a decollated output.
+
+    When ``ThresholdCallsd`` added ``calls`` (a thresholds file is saved with the bundle), each row
+    holds the probabilities followed by one 0/1 call per finding (-1: that finding has no threshold).
+    """
+    import torch
+
+    rows = []
+    for item in output:
+        if _unreadable_reason(item):
+            continue
+        pred = item["pred"]
+        if item.get("calls") is not None:
+            pred = torch.cat([torch.as_tensor(pred).flatten().float(), torch.as_tensor(item["calls"]).flatten().float().to(
+                torch.as_tensor(pred).device)])
+        rows.append(pred)
+    return rows
 
 
 class UnreadableImageLog:

@@ -14,7 +14,11 @@ do, and why the two small operators here remain:
   ``{"result": [...], "probabilities": array}`` where ``result`` maps each *value* (``int(p)``,
   so 0 or 1) to ``channel_def``: 14 copies of "Atelectasis" or "Cardiomegaly", not the findings.
   ``FindingProbabilitiesOperator`` turns that ``pred`` into ``{finding: probability}`` in
-  ``channel_def`` order, optionally also as ``findings.json``.
+  ``channel_def`` order, optionally also as ``findings.json``. When the bundle folder holds
+  ``models/thresholds.json`` (chosen on the hospital's hand labels with ``l2v-evaluate
+  --operating-point ... --save-thresholds``), each finding becomes ``{"probability", "call",
+  "threshold"}``: the 0/1 call beside its probability (``findings_with_calls``). A
+  ``models/calibration.json`` is applied before, by ``inference.json``'s post-processing.
 
 A bare TorchScript file (``ckpt_export``: it carries ``extra/metadata.json`` and
 ``extra/inference.json``, not ``scripts/``) works only where the bundle's ``scripts`` package is
@@ -24,7 +28,7 @@ folder the SDK puts it on ``sys.path`` itself. ``ChestXrayClassificationApp`` ch
 
     python -m l2v_monai.apps.monai_deploy -i IMAGE_OR_FOLDER -m BUNDLE_FOLDER -o OUT   # writes OUT/findings.json
 
-``pred_to_findings`` and ``read_channel_def`` need no SDK. The operator classes need
+``pred_to_findings``, ``findings_with_calls`` and ``read_channel_def`` need no SDK. The operator classes need
 ``pip install monai-deploy-app-sdk highdicom`` (tested with 4.0.0 on CPU): the SDK installs into
 ``monai/deploy``, so ``import monai`` then loads its operators, and fails without ``highdicom``.
 Without the SDK, importing this module still works and using one of those classes raises
@@ -43,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2v_monai.bundle_scripts.decisions import calls as threshold_calls
+from l2v_monai.bundle_scripts.decisions import load_thresholds, threshold_vector
 from l2v_monai.bundle_scripts.reader import IMAGE_SUFFIXES, read_chest_xray
 
 logger = logging.getLogger(__name__)
@@ -93,6 +99,29 @@ def pred_to_findings(pred: Any, channel_def: Mapping[str, str] | Sequence[str], 
     if sigmoid:
         values = 1.0 / (1.0 + np.exp(-values))
     return {name: float(v) for name, v in zip(names, values)}
+
+
+def findings_with_calls(findings: Mapping[str, float], thresholds_file: str | Path) -> dict[str, dict[str, Any]]:
+    """``{finding: {"probability", "call", "threshold"}}``: each probability with its 0/1 call from a saved thresholds file.
+
+    The file must be saved for exactly these findings, in this order (else an error naming it);
+    a finding without a threshold gets call -1 and threshold ``None``.
+    """
+    document = load_thresholds(thresholds_file, list(findings))
+    thresholds = threshold_vector(document)
+    decided = threshold_calls(np.array(list(findings.values()), dtype=np.float64), thresholds)
+    return {
+        name: {"probability": float(p), "call": int(c), "threshold": document["thresholds"][name]}
+        for (name, p), c in zip(findings.items(), decided)
+    }
+
+
+def default_thresholds_file(bundle_path: str | Path | None) -> Path | None:
+    """``models/thresholds.json`` of a bundle folder, when one was saved there."""
+    if bundle_path is None or not Path(bundle_path).is_dir():
+        return None
+    path = Path(bundle_path) / "models" / "thresholds.json"
+    return path if path.is_file() else None
 
 
 def _find_image(path: Path) -> Path:
@@ -175,6 +204,8 @@ if _SDK_ERROR is None:
             bundle_path: the ``model.ts`` or bundle folder to read ``channel_def`` from.
             sigmoid: apply a sigmoid first (when ``pred`` holds logits, i.e. postprocessing was removed).
             output_folder: when given, also write ``findings.json`` there.
+            thresholds_file: a saved thresholds file; default: ``models/thresholds.json`` of a
+                ``bundle_path`` folder when present. With one, each finding carries its 0/1 call.
         """
 
         def __init__(
@@ -185,6 +216,7 @@ if _SDK_ERROR is None:
             bundle_path: str | Path | None = None,
             sigmoid: bool = False,
             output_folder: str | Path | None = None,
+            thresholds_file: str | Path | None = None,
             **kwargs: Any,
         ) -> None:
             if channel_def is None:
@@ -194,6 +226,7 @@ if _SDK_ERROR is None:
             self.channel_def = channel_def
             self.sigmoid = sigmoid
             self.output_folder = Path(output_folder) if output_folder else None
+            self.thresholds_file = Path(thresholds_file) if thresholds_file else default_thresholds_file(bundle_path)
             super().__init__(fragment, *args, **kwargs)
 
         def setup(self, spec: OperatorSpec) -> None:
@@ -201,7 +234,9 @@ if _SDK_ERROR is None:
             spec.output("findings").condition(ConditionType.NONE)  # fine with no receiver (a leaf in the app)
 
         def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-            findings = pred_to_findings(op_input.receive("pred"), self.channel_def, self.sigmoid)
+            findings: Any = pred_to_findings(op_input.receive("pred"), self.channel_def, self.sigmoid)
+            if self.thresholds_file is not None:
+                findings = findings_with_calls(findings, self.thresholds_file)
             if self.output_folder is not None:
                 self.output_folder.mkdir(parents=True, exist_ok=True)
                 (self.output_folder / "findings.json").write_text(json.dumps(findings, indent=2))

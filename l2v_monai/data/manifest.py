@@ -11,6 +11,8 @@ The manifest has one row per image and these columns:
 * ``split`` (optional): train / training, validate / validation / val, test. Without it every row
   goes to ``default_split``.
 * ``study_id`` (optional): copied to the item.
+* ``patient_id``, ``view``, ``sex``, ``age_band``, ``site``, ``scanner`` (optional): copied to the
+  item when not blank; the evaluation resamples whole patients and reports AUC per subgroup.
 * Label columns ``<set>/<finding>``, e.g. ``reader1/Atelectasis``: one group per label set, every
   group with the same findings. The group named ``label`` (``label/<finding>``), when present, is
   the clean (hand) label of the image and goes to the item's ``label`` vector, not to ``labels``.
@@ -49,7 +51,9 @@ from l2v_monai.data.report_text import clean_mimic_report
 
 GROUP_SEPARATOR = "/"
 CLEAN_LABEL_GROUP = "label"
-PLAIN_COLUMNS: frozenset[str] = frozenset({"image", "report", "split", "study_id"})
+# Item metadata copied as it is: the patient (for patient-level intervals) and subgroups to report.
+METADATA_COLUMNS = ("study_id", "patient_id", "view", "sex", "age_band", "site", "scanner")
+PLAIN_COLUMNS: frozenset[str] = frozenset({"image", "report", "split", *METADATA_COLUMNS})
 UNCERTAIN_POLICIES: dict[str, float] = {"missing": math.nan, "0": 0.0, "1": 1.0}
 REPORT_PATH_SUFFIX = ".txt"
 
@@ -67,7 +71,7 @@ def uncertain_value(policy: str | float) -> float:
 def label_column_groups(columns: Sequence[str], path: str | Path = "manifest") -> dict[str, list[str]]:
     """``<set>/<finding>`` columns → ``{set: [findings in column order]}``, sets in order of appearance.
 
-    Any other column that is not one of ``image, report, split, study_id`` raises, so that a typo
+    Any other column that is not one of ``PLAIN_COLUMNS`` (image, report, split and the metadata) raises, so that a typo
     (``reader1-Atelectasis``) cannot silently drop a label column.
     """
     groups: dict[str, list[str]] = {}
@@ -213,8 +217,9 @@ def build_manifest_datalist(
             if split is None:
                 raise DatalistSourceError(path, f"split {row['split']!r} is not one of train/validate/test", [line])
         item: dict[str, Any] = {"image": str(image)}
-        if row.get("study_id"):
-            item["study_id"] = row["study_id"]
+        for column in METADATA_COLUMNS:
+            if row.get(column):
+                item[column] = row[column]
         if "report" in row:
             if row["report"]:
                 item["report"] = _report_text(row["report"], base, path, line)

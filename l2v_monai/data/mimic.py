@@ -374,6 +374,10 @@ def build_mimic_datalist(
     return Datalist(list(findings), [spec.name for spec in specs], splits, exclusions)
 
 
+# Item metadata a hand-label CSV may carry beside its findings (the patient, and subgroups to report).
+HAND_METADATA_COLUMNS = ("subject_id", "patient_id", "view", "sex", "age_band", "site", "scanner")
+
+
 def build_hand_labelled_datalist(
     csv_path: str | Path,
     findings: Sequence[str] = CHEXPERT_FINDINGS,
@@ -388,6 +392,10 @@ def build_hand_labelled_datalist(
     ``dicom_id`` column, located through ``metadata_csv`` (for subject and study) under
     ``image_root`` in the MIMIC layout. The finding columns hold 1, 0 or blank; anything else, a
     duplicated image or dicom_id, or a missing image file raises naming the line.
+
+    What the sources say about the item is kept for the evaluation's patient-level bootstrap and
+    subgroups: ``subject_id`` and ``view`` (``ViewPosition``) from the metadata CSV, and any of
+    the CSV's own ``HAND_METADATA_COLUMNS`` (blank cells are left out).
     """
     csv_path = Path(csv_path)
     frame = read_csv_table(csv_path, (), what="hand-label CSV")
@@ -409,9 +417,10 @@ def build_hand_labelled_datalist(
             raise ValueError(f"{csv_path}: a dicom_id column needs image_root and metadata_csv to find the images")
         metadata = read_csv_table(metadata_csv, ("dicom_id", "subject_id", "study_id"), "metadata CSV")
         raise_on_duplicates(metadata_csv, "dicom_id", metadata["dicom_id"])
+        views = metadata["ViewPosition"] if "ViewPosition" in metadata.columns else [""] * len(metadata)
         located = {
-            dicom: (subject, study)
-            for dicom, subject, study in zip(metadata["dicom_id"], metadata["subject_id"], metadata["study_id"])
+            dicom: (subject, study, view)
+            for dicom, subject, study, view in zip(metadata["dicom_id"], metadata["subject_id"], metadata["study_id"], views)
         }
 
     items = []
@@ -423,12 +432,17 @@ def build_hand_labelled_datalist(
         else:
             if ident not in located:
                 raise DatalistSourceError(csv_path, f"dicom_id {ident} is not in {metadata_csv}", [line])
-            subject_id, study_id = located[ident]
+            subject_id, study_id, view = located[ident]
             image = mimic_image_path(image_root, subject_id, study_id, ident, image_format)  # type: ignore[arg-type]
-            item.update(study_id=study_id, dicom_id=ident)
+            item.update(study_id=study_id, dicom_id=ident, subject_id=subject_id)
+            if view:
+                item["view"] = view
         if check_images and not image.is_file():
             raise DatalistSourceError(csv_path, f"image file missing: {image}", [line])
         item["image"] = str(image)
+        for column in HAND_METADATA_COLUMNS:
+            if column in frame.columns and frame[column][index]:
+                item[column] = frame[column][index]
         item["label"] = labels_to_json(matrix[index])
         items.append(item)
     if not items:

@@ -8,6 +8,19 @@
 * :mod:`~l2v_monai.evaluation.plots`: ROC PNGs (matplotlib, ``[eval]``);
 * :mod:`~l2v_monai.evaluation.summary`: :func:`evaluate_predictions`, all of the above written to a folder.
 
+The hospital-side report (``l2v-evaluate``'s ``report.md``, ``l2v-compare``; see docs/evaluation.md):
+
+* :mod:`~l2v_monai.evaluation.bootstrap`: resampling studies or whole patients, AUC on every resample at once;
+* :mod:`~l2v_monai.evaluation.delong`: DeLong's interval and paired test;
+* :mod:`~l2v_monai.evaluation.intervals`: per-finding and macro AUC with intervals, PR-AUC;
+* :mod:`~l2v_monai.evaluation.compare`: paired ΔAUC of runs, Holm's correction;
+* :mod:`~l2v_monai.evaluation.operating_points`: thresholds for a rule, cross-fitted, with Wilson intervals;
+* :mod:`~l2v_monai.evaluation.calibration`: Brier, ECE, reliability curves, Platt / temperature / isotonic;
+* :mod:`~l2v_monai.evaluation.subgroups`: AUC per metadata value, small groups flagged;
+* :mod:`~l2v_monai.evaluation.hand_set`: a predictions CSV matched to a datalist split;
+* :mod:`~l2v_monai.evaluation.report`, :mod:`~l2v_monai.evaluation.compare_report`,
+  :mod:`~l2v_monai.evaluation.report_figures`: the markdown reports and their PNGs.
+
 Importing any of them needs only the core; the ``[eval]`` parts import pandas/matplotlib when
 called and otherwise raise an ``ImportError`` naming ``pip install 'l2v-monai[eval]'``. Bundle
 configs name the public parts from here, e.g. ``l2v_monai.evaluation.MacroAUCHandler``.
@@ -24,6 +37,10 @@ from l2v_monai.evaluation.auc import (
     per_finding_auc,
 )
 from l2v_monai.evaluation.collector import PredictionCollector
+from l2v_monai.evaluation.compare import compare_runs, holm
+from l2v_monai.evaluation.compare_report import comparison_report
+from l2v_monai.evaluation.intervals import auc_intervals
+from l2v_monai.evaluation.report import hospital_report
 from l2v_monai.evaluation.metric import MacroAUC, MacroAUCHandler
 from l2v_monai.evaluation.plots import plot_roc_curves, safe_file_stem
 from l2v_monai.evaluation.summary import evaluate_predictions
@@ -46,4 +63,9 @@ __all__ = [
     "MacroAUC",
     "MacroAUCHandler",
     "PredictionCollector",
+    "auc_intervals",
+    "compare_runs",
+    "holm",
+    "hospital_report",
+    "comparison_report",
 ]

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from l2v_monai.evaluation.hand_set import patient_ids
+from l2v_monai.evaluation.report import hospital_report
+from l2v_monai.evaluation.subgroups import SUBGROUP_COLUMNS, check_metadata
 from l2v_monai.evaluation.summary import evaluate_predictions
 
 __all__ = ["PredictionCollector"]
@@ -67,4 +70,40 @@ class PredictionCollector:
             label_sets=np.concatenate(self.label_sets) if use_sets else None,
             label_set_names=list(label_set_names) if use_sets else None,
             model_name=model_name,
+        )
+
+    def report(
+        self,
+        findings: Sequence[str],
+        out_dir: str | Path,
+        items: Sequence[dict[str, Any]] | None = None,
+        model_name: str = "model",
+        n_resamples: int = 2000,
+        seed: int = 0,
+        operating_point: str | None = None,
+        recalibrate: str | None = None,
+        thresholds_path: str | Path | None = None,
+        calibration_path: str | Path | None = None,
+        source: str = "",
+    ) -> dict[str, Any]:
+        """Write ``report.md`` (see :func:`~l2v_monai.evaluation.report.hospital_report`) for what was collected.
+
+        ``items`` are the evaluated datalist items in loader order (``validate#items``): their
+        patient ids group the bootstrap and their metadata gives the subgroups.
+        """
+        if not self.scores:
+            raise RuntimeError("no predictions were collected: did the evaluator run on an empty dataset?")
+        truth, scores = np.concatenate(self.truth), np.concatenate(self.scores)
+        key = groups = metadata = None
+        if items is not None:
+            if len(items) != truth.shape[0]:
+                raise ValueError(f"{len(items)} items were given for {truth.shape[0]} collected predictions")
+            key, groups = patient_ids(items)
+            columns = [c for c in SUBGROUP_COLUMNS if any(c in it for it in items)]
+            metadata = check_metadata(items, columns, source=source or "datalist") if columns else None
+        return hospital_report(
+            truth, scores, list(findings), out_dir, model_name=model_name, groups=groups, patient_key=key,
+            metadata=metadata, n_resamples=n_resamples, seed=seed, operating_point=operating_point,
+            recalibrate=recalibrate, thresholds_path=thresholds_path if operating_point else None,
+            calibration_path=calibration_path if recalibrate else None, source=source,
         )

@@ -66,6 +66,10 @@ CHILD = textwrap.dedent(
 
     modules = ["l2v_monai", "l2v_monai.bundle_scripts"]
     modules += [m.name for m in pkgutil.walk_packages(l2v_monai.__path__, "l2v_monai.")]
+    # The bundle's scripts install from bundle/scripts (a package-dir of their own): walk them too.
+    import l2v_monai.bundle_scripts
+
+    modules += [m.name for m in pkgutil.walk_packages(l2v_monai.bundle_scripts.__path__, "l2v_monai.bundle_scripts.")]
     for name in sorted(set(modules) - set(extra_only)):
         try:
             importlib.import_module(name)

@@ -28,18 +28,19 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
+
 
 import numpy as np
-import spacy
-from spacy.matcher import PhraseMatcher
-from spacy.tokens import Span
-from spacy.util import filter_spans
 
 from l2v_monai.data.datalist import DatalistSourceError
 from l2v_monai.data.openi import read_openi_reports
 from l2v_monai.labelers.openi_corpus import write_label_sets
+from l2v_monai.extras import import_extra
 from l2v_monai.findings import CHEXPERT_FINDINGS
+
+if TYPE_CHECKING:
+    from spacy.tokens import Span
 
 FINDINGS = list(CHEXPERT_FINDINGS)
 LABEL_SET_NAMES = ["negex_u0", "negex_u1", "regex_u0", "regex_u1"]
@@ -151,6 +152,14 @@ class NegexLabeler:
     """Sentence-scoped NegEx on spaCy phrase matches; ``label(text)`` → finding → POS/NEG/UNC/None."""
 
     def __init__(self) -> None:
+        # spaCy comes with the [reports] extra (medspaCy needs it); imported here so the module imports without it.
+        spacy = import_extra("spacy", "reports", "the NegEx labeler")
+        from spacy.matcher import PhraseMatcher
+        from spacy.tokens import Span
+        from spacy.util import filter_spans
+
+        self._span: Any = Span
+        self._filter_spans: Any = filter_spans
         self.nlp = spacy.blank("en")
         self.nlp.add_pipe("sentencizer")
         self.mentions = PhraseMatcher(self.nlp.vocab, attr="LOWER")
@@ -173,15 +182,15 @@ class NegexLabeler:
         out: dict[str, Mention] = {f: None for f in FINDINGS}
         for sent in doc.sents:
             sdoc = sent.as_doc()
-            spans = filter_spans([Span(sdoc, s, e, label=k) for k, s, e in self.mentions(sdoc)])
+            spans = self._filter_spans([self._span(sdoc, s, e, label=k) for k, s, e in self.mentions(sdoc)])
             spans = [sp for sp in spans if sp.label_ != "IGNORE"]
             if not spans:
                 continue
-            found = [Span(sdoc, s, e, label=k) for k, s, e in self.triggers(sdoc)]
+            found = [self._span(sdoc, s, e, label=k) for k, s, e in self.triggers(sdoc)]
             # Pre- and post-triggers are de-overlapped separately (longest wins), so "absent" can be
             # both; pseudo-triggers take part only to swallow the cues inside them.
-            pre = filter_spans([t for t in found if not t.label_.startswith("POST")])
-            post = filter_spans([t for t in found if not t.label_.startswith("PRE")])
+            pre = self._filter_spans([t for t in found if not t.label_.startswith("POST")])
+            post = self._filter_spans([t for t in found if not t.label_.startswith("PRE")])
             triggers = [t for t in pre if t.label_ != "PSEUDO"] + [t for t in post if t.label_.startswith("POST")]
             for sp in spans:
                 finding = sp.label_.split("|", 1)[1]
@@ -191,7 +200,7 @@ class NegexLabeler:
         return out
 
     @staticmethod
-    def _classify(mention: Span, triggers: list[Span]) -> Mention:
+    def _classify(mention: "Span", triggers: "list[Span]") -> Mention:
         neg = unc = False
         terms = [t for t in triggers if t.label_ == "TERM"]
         for t in triggers:

@@ -122,6 +122,18 @@ def test_exported_torchscript_carries_what_deploy_and_label_read(exported: dict[
     assert ((reference >= 0) & (reference <= 1)).all()
 
 
+def test_bundle_reader_decodes_dicom_under_the_installed_pydicom() -> None:
+    """The MONAI Label venv has pydicom 2.4, the Deploy venv and the project's pydicom 3: same pixels."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from l2v_monai.bundle_scripts.reader import read_dicom
+
+    pixels = read_dicom(get_testdata_file("CT_small.dcm"))  # modality LUT (rescale) and a VOI window
+    assert pixels.shape == (128, 128) and pixels.dtype == np.float32
+    assert float(pixels.mean()) == pytest.approx(0.3766001, abs=1e-6), pydicom.__version__
+
+
 @pytest.mark.skipif(_sdk_importable("monai.deploy"), reason="the App SDK is installed")
 def test_deploy_operators_need_the_sdk_and_say_so() -> None:
     import l2v_monai.apps.monai_deploy as deploy

@@ -5,7 +5,8 @@ Always run: the contract both SDKs rely on (TorchScript with ``extra/metadata.js
 ``preprocessing`` → TorchScript → ``postprocessing`` giving 14 probabilities) and
 ``l2v_monai.apps.monai_deploy``'s SDK-free helpers. With ``monai-deploy-app-sdk`` (tested 4.0.0) or
 ``monailabel`` (tested 0.8.5) importable, the same bundle copy also goes through the SDKs:
-``make test-integration`` builds a venv with both and runs this file.
+``make test-integration`` builds one venv per SDK (MONAI Label's pins pydicom 2.4, the Deploy SDK
+needs pydicom 3) and runs this file in each; the bundle's DICOM reader is checked under both.
 """
 
 from __future__ import annotations

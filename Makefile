@@ -43,31 +43,53 @@ test: venv fashion-mnist
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
-# MONAI Deploy and MONAI Label on a standalone copy of the bundle, in a venv of their own: MONAI Label
-# pins its own versions (jsonschema 3, ...) and the Deploy SDK loads holoscan into every `import monai`,
-# so neither joins $(VENV). The integration venv sees $(VENV)'s packages behind its own (one .pth line),
-# so torch and its CUDA libraries (about 5 GB) are installed once, not twice; whatever the SDKs need in
-# another version pip installs into the integration venv, where it shadows $(VENV)'s copy.
-# The import check first: without it, missing SDKs would only make the tests skip.
-INTEGRATION_VENV ?= .venv-integration
-INTEGRATION_PY := $(INTEGRATION_VENV)/bin/python
+# MONAI Deploy and MONAI Label on a standalone copy of the bundle, each in a venv of its own. Neither joins
+# $(VENV): MONAI Label pins its own versions (jsonschema 3, ...) and the Deploy SDK loads holoscan into every
+# `import monai`. They cannot share one venv either: MONAI Label needs pydicom 2.4 (its pins below; its
+# pydicom_seg fails under pydicom 3), and the Deploy SDK 4 needs pydicom 3 (pydicom.pixels) as soon as
+# `import monai` loads monai.deploy. Each SDK venv sees $(VENV)'s packages behind its own (one .pth line),
+# so torch and its CUDA libraries (about 5 GB) are installed once; whatever an SDK needs in another version
+# pip installs into its venv, where it shadows $(VENV)'s copy. $(VENV) must be the venv that has torch.
+# The import checks first: without them, missing SDKs would only make the tests skip.
+LABEL_VENV ?= .venv-integration
+DEPLOY_VENV ?= .venv-deploy
+LABEL_PY := $(LABEL_VENV)/bin/python
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
+# MONAI Label with the pins of its own requirements.txt (its wheel's metadata asks only for ">=").
+MONAILABEL_SPEC ?= monailabel==0.8.5 pydicom==2.4.4 dicomweb-client==0.59.1 pynetdicom==2.0.2
+SAM2_SPEC ?= sam2==1.1.0
 .PHONY: test-integration
-test-integration: $(INTEGRATION_VENV)/.installed
-	$(INTEGRATION_PY) -c "import monai.deploy.operators.monai_bundle_inference_operator, monailabel.tasks.infer.bundle"
-	$(INTEGRATION_PY) -m pytest -q tests/test_deploy_label.py
+test-integration: $(LABEL_VENV)/.installed $(DEPLOY_VENV)/.installed
+	$(LABEL_PY) -c "import monailabel.interfaces.app, monailabel.tasks.train.bundle, monailabel.tasks.infer.bundle"
+	$(LABEL_PY) -m pytest -q tests/test_deploy_label.py tests/test_monai_label_app.py
+	$(DEPLOY_PY) -c "import monai.deploy.operators.monai_bundle_inference_operator"
+	$(DEPLOY_PY) -m pytest -q tests/test_deploy_label.py
 
-$(INTEGRATION_VENV)/.installed: pyproject.toml $(VENV)/.installed
-	test -x $(INTEGRATION_PY) || $(PYTHON) -m venv $(INTEGRATION_VENV)
-	echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
-	  > "$$($(INTEGRATION_PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_l2v_base_venv.pth"
-	$(INTEGRATION_PY) -c "import torch, torchvision"
-	$(INTEGRATION_PY) -m pip install --quiet --upgrade pip
-	$(INTEGRATION_PY) -m pip install --quiet -e '.[deploy]' pytest monailabel $(TORCH_SPEC)
+# $(1): a venv that sees $(VENV)'s site-packages through one .pth line.
+define sdk_venv
+test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+  > "$$($(1)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_l2v_base_venv.pth"
+$(1)/bin/python -c "import torch, torchvision"
+$(1)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+endef
+
+$(LABEL_VENV)/.installed: pyproject.toml $(VENV)/.installed
+	$(call sdk_venv,$(LABEL_VENV))
+	# sam2 (a MONAI Label dependency) is a source package that builds against torch: built here against
+	# $(VENV)'s torch, pip's isolated build would download another torch (about 5 GB) first.
+	SAM2_BUILD_CUDA=0 $(LABEL_PY) -m pip install --quiet --no-build-isolation --no-deps $(SAM2_SPEC)
+	$(LABEL_PY) -m pip install --quiet -e . pytest $(MONAILABEL_SPEC) $(TORCH_SPEC)
+	touch $@
+
+$(DEPLOY_VENV)/.installed: pyproject.toml $(VENV)/.installed
+	$(call sdk_venv,$(DEPLOY_VENV))
+	$(DEPLOY_PY) -m pip install --quiet -e '.[deploy]' pytest $(TORCH_SPEC)
 	# The Deploy SDK installs into monai/deploy/. A monai/ without __init__.py here would lose to $(VENV)'s
 	# regular package, and monai.deploy would not import: MONAI itself (same version, no deps) goes here too.
-	$(INTEGRATION_PY) -m pip install --quiet --no-deps --ignore-installed \
+	$(DEPLOY_PY) -m pip install --quiet --no-deps --ignore-installed \
 	  "monai==$$($(PY) -c "import importlib.metadata as m; print(m.version('monai'))")"
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(INTEGRATION_VENV) bundle/models bundle/eval bundle/cache demo-bundle .import_linter_cache
+	rm -rf $(VENV) $(LABEL_VENV) $(DEPLOY_VENV) bundle/models bundle/eval bundle/cache demo-bundle .import_linter_cache

@@ -5,7 +5,8 @@ Always run: the contract both SDKs rely on (TorchScript with ``extra/metadata.js
 ``preprocessing`` → TorchScript → ``postprocessing`` giving 14 probabilities) and
 ``l2v_monai.apps.monai_deploy``'s SDK-free helpers. With ``monai-deploy-app-sdk`` (tested 4.0.0) or
 ``monailabel`` (tested 0.8.5) importable, the same bundle copy also goes through the SDKs:
-``make test-integration`` builds a venv with both and runs this file.
+``make test-integration`` builds one venv per SDK (MONAI Label's pins pydicom 2.4, the Deploy SDK
+needs pydicom 3) and runs this file in each; the bundle's DICOM reader is checked under both.
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ def test_exported_torchscript_carries_what_deploy_and_label_read(exported: dict[
     assert read_channel_def(exported["bundle"]) == CHANNEL_DEF
     assert reference.shape == (14,) and np.isfinite(reference).all()
     assert ((reference >= 0) & (reference <= 1)).all()
+
+
+def test_bundle_reader_decodes_dicom_under_the_installed_pydicom() -> None:
+    """The MONAI Label venv has pydicom 2.4, the Deploy venv and the project's pydicom 3: same pixels."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from l2v_monai.bundle_scripts.reader import read_dicom
+
+    pixels = read_dicom(get_testdata_file("CT_small.dcm"))  # modality LUT (rescale) and a VOI window
+    assert pixels.shape == (128, 128) and pixels.dtype == np.float32
+    assert float(pixels.mean()) == pytest.approx(0.3766001, abs=1e-6), pydicom.__version__
 
 
 @pytest.mark.skipif(_sdk_importable("monai.deploy"), reason="the App SDK is installed")

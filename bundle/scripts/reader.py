@@ -76,7 +76,11 @@ def scale_to_unit_range(pixels: np.ndarray, path: str | Path) -> np.ndarray:
 def read_dicom(path: str | Path) -> np.ndarray:
     """Decode a single-frame greyscale DICOM to float32 ``H × W`` in [0, 1] (see the module notes)."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom 2.4 (MONAI Label pins it): the same functions, under their older module
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)

@@ -11,7 +11,8 @@ are flushed to disk, and only then replace the old file with :func:`os.replace`,
 killed at any moment leaves either the old or the new file, never a truncated one, and never no
 file. :func:`prepare_checkpoint_dir` runs at start-up: it refuses to mix a new run into a folder
 that holds another run's files, checks that ``--resume True`` has something to resume from, and
-removes temporary files a killed run left behind. Everything saved loads with
+removes temporary files a killed run left behind. :func:`promote_checkpoints` lets a retrain
+write elsewhere and replace the serving files only once it has finished. Everything saved loads with
 ``torch.load(..., weights_only=True)``.
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "GradScalerState",
     "RNGState",
     "prepare_checkpoint_dir",
+    "promote_checkpoints",
 ]
 
 logger = logging.getLogger(__name__)
@@ -363,4 +365,29 @@ def prepare_checkpoint_dir(
         for name in existing:
             (folder / name).unlink()
         logger.warning("--overwrite True: removed %s from %s", ", ".join(existing), folder)
+    return folder
+
+
+def promote_checkpoints(
+    staging_dir: str | Path,
+    ckpt_dir: str | Path,
+    files: Sequence[str] = (CHECKPOINT_FILE, MODEL_FILE),
+) -> Path:
+    """Move a finished run's ``files`` from ``staging_dir`` over those of ``ckpt_dir``; returns ``ckpt_dir``.
+
+    For a retrain beside a model that serves: the run writes into ``staging_dir`` (on the same file
+    system, e.g. a folder inside ``ckpt_dir``), and only a run that wrote every file replaces the old
+    ones, each with one atomic ``os.replace``. A run that failed or wrote no model leaves ``ckpt_dir``
+    as it was (``FileNotFoundError`` names what is missing). ``model.pt`` goes last, so the file that
+    serves changes only once the checkpoint beside it is new.
+    """
+    staging, folder = Path(staging_dir), Path(ckpt_dir)
+    missing = [name for name in files if not (staging / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"the run wrote no {', '.join(missing)} in {staging}; {folder} keeps its files")
+    folder.mkdir(parents=True, exist_ok=True)
+    order = sorted(files, key=lambda name: name == MODEL_FILE)
+    for name in order:
+        os.replace(staging / name, folder / name)
+    _fsync_dir(folder)
     return folder

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from bundle_copy import ROOT
-from mimic_tree import make_mimic_tree
+from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 SMALL = {"image_size": 64, "batch_size": 4, "num_workers": 0}
 

@@ -38,3 +38,12 @@ def fill_disk(folder: str | Path) -> None:
             pass
     print(f"FAULT-DISK-FULL {shutil.disk_usage(folder).free} bytes free", flush=True)
     os.sync()
+
+
+def pause_rank(rank: int, seconds: float = 600) -> None:
+    """On DDP rank ``rank`` of a torchrun group's first attempt: print ``FAULT-RANK-PID <pid>`` and sleep."""
+    import torch.distributed as dist
+
+    if dist.get_rank() == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        print(f"FAULT-RANK-PID {os.getpid()}", flush=True)
+        time.sleep(seconds)

@@ -43,9 +43,9 @@ from test_faults_resume import (  # noqa: F401 - fixtures
 )
 
 
-def overlay(folder: Path, name: str, *handlers: str) -> Path:
-    """A config overlay that adds trainer event handlers (expressions) after train.json's initialize."""
-    config = json.loads(TRAIN.read_text())
+def overlay(folder: Path, name: str, *handlers: str, base: Path = TRAIN) -> Path:
+    """A config overlay that adds trainer event handlers (expressions) after ``base``'s initialize."""
+    config = json.loads(base.read_text())
     path = folder / f"{name}.json"
     path.write_text(json.dumps({
         "imports": config["imports"] + ["$from ignite.engine import Events", "$import fault_injection"],
@@ -376,3 +376,94 @@ def test_atomic_saver_full_disk_error_keeps_the_old_file(tmp_path: Path, monkeyp
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["w"].tolist() == [0, 1, 2]
     saver({"w": torch.arange(5)})
     assert torch.load(tmp_path / "checkpoint.previous.pt", weights_only=True)["w"].tolist() == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. the proof-of-concept config
+# ----------------------------------------------------------------------------------------------
+POC = ROOT / "bundle" / "configs" / "cifar10.json"
+POC_SMALL = ["--dataset", "digits", "--max_train", "600", "--max_test", "200", "--epochs", "2",
+             "--device", "$torch.device('cpu')"]
+
+
+def _poc(bundle_root: Path, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(POC), "--bundle_root", str(bundle_root),
+            *POC_SMALL, *extra]
+
+
+@pytest.mark.slow
+def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: Path) -> None:
+    reference = subprocess.run(_poc(tmp_path / "reference"), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                               timeout=300)
+    assert reference.returncode == 0, (reference.stdout + reference.stderr)[-4000:]
+    wait = overlay(tmp_path, "wait", "Events.ITERATION_STARTED(once=24), "
+                   "lambda engine: fault_injection.wait_for_signal(@train#stop_on_signal)", base=POC)
+    proc = subprocess.Popen(_poc(tmp_path / "run", "--config_file", f"['{POC}','{wait}']"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = ""
+    for line in proc.stdout:  # type: ignore[union-attr]
+        log += line
+        if "FAULT-WAIT" in line:
+            os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, log[-4000:]
+    assert "SIGTERM: stopped after epoch 2, iteration 9/15" in log
+    (models,) = [p for p in (tmp_path / "run" / "models").iterdir() if p.is_dir()]  # models/poc_digits_l2v_seed0
+    assert not list((tmp_path / "run" / "eval").glob("*/results.json"))  # stopped before the results
+
+    resumed = subprocess.run(_poc(tmp_path / "run", "--resume", "True"), cwd=ROOT, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert "resuming epoch 2 at batch 10 of 15" in resumed.stdout + resumed.stderr
+    (ref_results,) = list((tmp_path / "reference" / "eval").glob("*/results.json"))
+    (results,) = list((tmp_path / "run" / "eval").glob("*/results.json"))
+    a, b = json.loads(ref_results.read_text()), json.loads(results.read_text())
+    for key in ("test_accuracy", "history", "vote_weights", "refined_label_accuracy"):
+        assert a.get(key) == b.get(key), key
+    ref_models = [p for p in (tmp_path / "reference" / "models").iterdir() if p.is_dir()][0]
+    assert_same_state(load_all(models)["checkpoint.pt"], load_all(ref_models)["checkpoint.pt"])
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. a lost DDP rank
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_killing_one_ddp_rank_restarts_the_group_from_the_last_checkpoint(tree: dict, tmp_path: Path) -> None:
+    import re
+    import sys
+
+    multi = ROOT / "bundle" / "configs" / "multi_gpu_train.json"
+    # 10 items over 2 ranks at batch 4: 2 iterations per epoch; rank 1 stops after epoch 1 was saved.
+    pause = tmp_path / "pause_rank.json"
+    config = json.loads(multi.read_text())
+    pause.write_text(json.dumps({
+        "imports": json.loads(TRAIN.read_text())["imports"] + config["+imports"]
+        + ["$from ignite.engine import Events", "$import fault_injection"],
+        "initialize": config["initialize"] + [
+            "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), "
+            "lambda engine: fault_injection.pause_rank(1))"],
+    }))
+    command = _command([TRAIN, multi, tree["configs"][1], pause], tmp_path, tree["root"], "--epochs", "2")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
+                "--master_port=29547", "--monitor-interval=1"]
+    command = torchrun + command[1:]  # torchrun runs "-m monai.bundle ..." in each rank
+
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = ""
+    killed = None
+    for line in proc.stdout:  # type: ignore[union-attr]
+        log += line
+        match = re.search(r"FAULT-RANK-PID (\d+)", line)
+        if match and killed is None:
+            killed = int(match.group(1))
+            os.kill(killed, signal.SIGKILL)
+    status = proc.wait(timeout=300)
+    assert killed is not None, log[-6000:]
+    assert status == 0, log[-6000:]
+    before, after = log.split(f"FAULT-RANK-PID {killed}", 1)
+    assert "Epoch: 1/2" in before
+    assert "Restored all variables from" in after and "resuming from" in after
+    assert "Epoch: 1/2, Iter" not in after  # epoch 1 came from the checkpoint, not trained again
+    saved = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["trainer"]["iteration"] == 2 * saved["trainer"]["epoch_length"]

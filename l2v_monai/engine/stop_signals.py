@@ -22,7 +22,6 @@ from types import FrameType
 from typing import Any
 
 import ignite.distributed as idist
-import torch
 from ignite.engine import Engine, Events
 
 __all__ = ["StopOnSignal"]
@@ -76,7 +75,8 @@ class StopOnSignal:
 
     def _agreed(self) -> int:
         if idist.get_world_size() > 1:
-            return int(idist.all_reduce(torch.tensor(self.requested), op="MAX"))
+            # A number, not a tensor: ignite puts it on the backend's device (CUDA for NCCL).
+            return int(idist.all_reduce(float(self.requested), op="MAX"))
         return self.requested
 
     def after_iteration(self, engine: Engine) -> None:

@@ -465,5 +465,7 @@ def test_killing_one_ddp_rank_restarts_the_group_from_the_last_checkpoint(tree: 
     assert "Epoch: 1/2" in before
     assert "Restored all variables from" in after and "resuming from" in after
     assert "Epoch: 1/2, Iter" not in after  # epoch 1 came from the checkpoint, not trained again
+    first_try = re.search(r"Epoch: 2/2, Iter: 1/2 -- (.*)", before).group(1)
+    assert re.search(r"Epoch: 2/2, Iter: 1/2 -- (.*)", after).group(1) == first_try  # the same step again
     saved = torch.load(tmp_path / "models" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert saved["trainer"]["iteration"] == 2 * saved["trainer"]["epoch_length"]

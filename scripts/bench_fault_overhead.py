@@ -42,7 +42,7 @@ from l2v_monai.engine.epoch_position import EpochPosition, resumable_loader
 from l2v_monai.engine.nonfinite import StopOnNonFiniteLoss
 from l2v_monai.engine.stop_signals import StopOnSignal
 from l2v_monai.engine.trainer import LearningToVoteTrainer
-from l2v_monai.strategies import build_strategy
+from l2v_monai.strategies import attach_targets, build_strategy
 
 
 def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace, items: list[dict], folder: Path, with_faults: 
     strategy = build_strategy("l2v", num_sets=args.sets, num_outputs=args.classes, feature_dim=network.num_features,
                               label_sets=[f"set{m}" for m in range(args.sets)])
     optimizer = torch.optim.Adam(strategy.param_groups(network, 1e-4), lr=1e-4)
+    items = attach_targets(items, strategy)  # the anchored vote's anchor labels
     generator = torch.Generator().manual_seed(0)
     loader = DataLoader(Dataset(items), batch_size=args.batch, shuffle=True, num_workers=0, generator=generator)
     if with_faults:

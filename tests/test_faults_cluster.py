@@ -56,9 +56,11 @@ def overlay(folder: Path, name: str, *handlers: str, base: Path = TRAIN) -> Path
 
 def run_with_fault(configs: list[Path], bundle_root: Path, dataset_dir: Path, marker: str,
                    act: Callable[[subprocess.Popen], None], *extra: str) -> tuple[str, int]:
-    """Start a training run, call ``act(proc)`` when a line containing ``marker`` is printed, wait for the end."""
+    """Start a training run, call ``act(proc)`` when a line containing ``marker`` is printed, wait for the end.
+
+    The run is its own process group (a job, as a scheduler sees it)."""
     proc = subprocess.Popen(_command(configs, bundle_root, dataset_dir, *extra), cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -92,12 +94,18 @@ def send(sig: signal.Signals) -> Callable[[subprocess.Popen], None]:
     return lambda proc: os.kill(proc.pid, sig)
 
 
-def assert_resumed_equals_reference(log: str, models: Path, reference: dict, epochs: list[int]) -> None:
+def assert_resumed_equals_reference(log: str, models: Path, reference: dict, epochs: list[int],
+                                    same_global_torch_rng: bool = True) -> None:
     resumed, uninterrupted = iteration_losses(log), iteration_losses(reference["log"])
     assert {e for e, _ in resumed} == set(epochs), sorted(resumed)
     assert all(resumed[k] == uninterrupted[k] for k in resumed), (resumed, uninterrupted)
     files = load_all(models)
-    assert_same_state(files["checkpoint.pt"], reference["files"]["checkpoint.pt"])
+    expected = reference["files"]["checkpoint.pt"]
+    if not same_global_torch_rng:
+        # Loader workers draw from the global torch stream, the worker-less reference run does not.
+        files["checkpoint.pt"]["rng"].pop("torch")
+        expected = {**expected, "rng": {k: v for k, v in expected["rng"].items() if k != "torch"}}
+    assert_same_state(files["checkpoint.pt"], expected)
     assert_same_state(files["model.pt"], reference["files"]["model.pt"])
     assert BEST_LINE.search(log).groups() == BEST_LINE.search(reference["log"]).groups()
 
@@ -127,6 +135,26 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_exits_143_and_resumes_at_the_next
     assert f"resuming epoch {EPOCHS} at batch 3 of {ITERATIONS_PER_EPOCH}" in log
     assert sorted(iteration_losses(log)) == [(EPOCHS, ITERATIONS_PER_EPOCH)]  # only the batch not yet trained on
     assert_resumed_equals_reference(log, models, reference, [EPOCHS])
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_of_the_job_with_loader_workers_still_checkpoints_and_resumes(
+    tree: dict, reference: dict, tmp_path: Path
+) -> None:
+    """Slurm signals the whole job, DataLoader workers included: they ignore it and the run stops cleanly."""
+    stop_after = ITERATIONS_PER_EPOCH + 1  # epoch 2, iteration 1
+    wait = overlay(tmp_path, "wait", f"Events.ITERATION_STARTED(once={stop_after}), "
+                   "lambda engine: fault_injection.wait_for_signal(@train#stop_on_signal)")
+    log, status = run_with_fault(tree["configs"] + [wait], tmp_path, tree["root"], "FAULT-WAIT",
+                                 lambda proc: os.killpg(proc.pid, signal.SIGTERM), "--epochs", str(EPOCHS),
+                                 "--num_workers", "2")
+    assert status == 143, log[-4000:]
+    assert f"SIGTERM: stopped after epoch 2, iteration 1/{ITERATIONS_PER_EPOCH}" in log
+    log = run_training(tree["configs"], tmp_path, tree["root"], "--epochs", str(EPOCHS), "--resume", "True",
+                       "--num_workers", "2")
+    assert f"resuming epoch 2 at batch 2 of {ITERATIONS_PER_EPOCH}" in log
+    assert_resumed_equals_reference(log, tmp_path / "models", reference, list(range(2, EPOCHS + 1)),
+                                    same_global_torch_rng=False)
 
 
 @pytest.mark.slow

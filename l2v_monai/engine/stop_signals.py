@@ -7,6 +7,8 @@ epoch's order, see :mod:`l2v_monai.engine.epoch_position`) and terminates, and
 :meth:`StopOnSignal.exit_if_stopped` then exits with status 143 (SIGTERM) or 130 (SIGINT), the
 statuses of a process ended by that signal, which requeue rules treat as "stopped, not failed".
 A signal during validation takes effect when validation ends, with the epoch's own checkpoint.
+DataLoader workers ignore both signals: Slurm and Ctrl-C signal every process of the job, and a
+worker killed by them would fail the run before the checkpoint; the workers end with the run.
 A second signal while the first is handled gets the default action (ends the process at once).
 Under DDP the ranks agree on the flag every iteration (an all-reduce of one number), so they stop
 at the same iteration.
@@ -17,16 +19,30 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-__all__ = ["StopOnSignal"]
+__all__ = ["StopOnSignal", "WorkerIgnoresStopSignals"]
 
 logger = logging.getLogger(__name__)
+
+
+class WorkerIgnoresStopSignals:
+    """A DataLoader ``worker_init_fn`` that ignores the stop signals, then runs the loader's own one."""
+
+    def __init__(self, signals: Sequence[signal.Signals], then: Callable[[int], Any] | None = None) -> None:
+        self.signals = list(signals)
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in self.signals:
+            signal.signal(sig, signal.SIG_IGN)
+        if self.then is not None:
+            self.then(worker_id)
 
 
 class StopOnSignal:
@@ -48,6 +64,9 @@ class StopOnSignal:
         self._previous: dict[signal.Signals, Any] = {}
 
     def attach(self, engine: Engine) -> None:
+        loader = getattr(engine, "data_loader", None)
+        if loader is not None and getattr(loader, "num_workers", 0) > 0:
+            loader.worker_init_fn = WorkerIgnoresStopSignals(self.signals, loader.worker_init_fn)
         engine.add_event_handler(Events.STARTED, self.install)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.after_iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.after_epoch)

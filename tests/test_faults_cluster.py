@@ -8,6 +8,7 @@ tmpfs, truncates a real checkpoint, or starts a second process. Where a run is r
 state is compared bit for bit with an uninterrupted run's, as the ``kill -9`` test does.
 """
 
+# ruff: noqa: F811 - the fixtures tree and reference are imported from test_faults_resume
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ from typing import Callable
 
 import pytest
 import torch
-
 from test_faults_resume import (  # noqa: F401 - fixtures
     BEST_LINE,
     EPOCHS,
@@ -60,7 +60,7 @@ def run_with_fault(configs: list[Path], bundle_root: Path, dataset_dir: Path, ma
 
     The run is its own process group (a job, as a scheduler sees it)."""
     proc = subprocess.Popen(_command(configs, bundle_root, dataset_dir, *extra), cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -212,7 +212,7 @@ def test_a_nan_loss_stops_with_one_error_and_resume_continues_from_the_last_good
 
 
 def test_non_finite_loss_guard_names_only_the_bad_terms() -> None:
-    from ignite.engine import Engine, Events
+    from ignite.engine import Engine
 
     from l2v_monai.engine.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 
@@ -308,7 +308,7 @@ def _private_tmpfs() -> list[str] | None:
         return None
     args = [unshare, "--user", "--map-root-user", "--mount"]
     probe = subprocess.run(args + ["sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d"],
-                           capture_output=True)
+                           capture_output=True, check=False)
     return args if probe.returncode == 0 else None
 
 
@@ -337,7 +337,7 @@ rm -f {mnt}/filler
 {shlex.join(again)} > {out}/log2 2>&1; echo $? > {out}/rc2
 cp -a {mnt}/models {out}/after_resume
 """
-    proc = subprocess.run(unshare + ["sh", "-c", script], env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(unshare + ["sh", "-c", script], env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log1 = (out / "log1").read_text()
     assert (out / "rc1").read_text().strip() != "0", log1[-4000:]
@@ -424,7 +424,7 @@ def _poc(bundle_root: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: Path) -> None:
     reference = subprocess.run(_poc(tmp_path / "reference"), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                               timeout=300)
+                               timeout=300, check=False)
     assert reference.returncode == 0, (reference.stdout + reference.stderr)[-4000:]
     wait = overlay(tmp_path, "wait", "Events.ITERATION_STARTED(once=24), "
                    "lambda engine: fault_injection.wait_for_signal(@train#stop_on_signal)", base=POC)
@@ -441,7 +441,7 @@ def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: P
     assert not list((tmp_path / "run" / "eval").glob("*/results.json"))  # stopped before the results
 
     resumed = subprocess.run(_poc(tmp_path / "run", "--resume", "True"), cwd=ROOT, env=_env(), capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, check=False)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "resuming epoch 2 at batch 10 of 15" in resumed.stdout + resumed.stderr
     (ref_results,) = list((tmp_path / "reference" / "eval").glob("*/results.json"))
@@ -449,7 +449,7 @@ def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: P
     a, b = json.loads(ref_results.read_text()), json.loads(results.read_text())
     for key in ("test_accuracy", "history", "vote_weights", "refined_label_accuracy"):
         assert a.get(key) == b.get(key), key
-    ref_models = [p for p in (tmp_path / "reference" / "models").iterdir() if p.is_dir()][0]
+    ref_models = next(p for p in (tmp_path / "reference" / "models").iterdir() if p.is_dir())
     assert_same_state(load_all(models)["checkpoint.pt"], load_all(ref_models)["checkpoint.pt"])
 
 
@@ -469,8 +469,8 @@ def test_killing_one_ddp_rank_restarts_the_group_from_the_last_checkpoint(tree: 
         "imports": json.loads(TRAIN.read_text())["imports"] + config["+imports"]
         + ["$from ignite.engine import Events", "$import fault_injection"],
         "initialize": config["initialize"] + [
-            "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), "
-            "lambda engine: fault_injection.pause_rank(1))"],
+            ("$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), "
+             "lambda engine: fault_injection.pause_rank(1))")],
     }))
     command = _command([TRAIN, multi, tree["configs"][1], pause], tmp_path, tree["root"], "--epochs", "2")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",

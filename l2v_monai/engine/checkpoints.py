@@ -26,9 +26,10 @@ from __future__ import annotations
 import errno
 import io
 import logging
-import shutil
 import os
 import random
+import secrets
+import shutil
 import stat
 import tempfile
 import time
@@ -175,7 +176,7 @@ class AtomicDiskSaver(DiskSaver):
     def _keep(self, path: Path) -> None:
         """Hard-link the file about to be replaced to ``keep_previous``: the old bytes stay, none are copied."""
         previous = Path(self.dirname) / str(self.keep_previous)
-        link = Path(tempfile.mktemp(prefix=_tmp_prefix(previous.name), suffix=_TMP_SUFFIX, dir=self.dirname))
+        link = Path(self.dirname) / f"{_tmp_prefix(previous.name)}{secrets.token_hex(6)}{_TMP_SUFFIX}"
         try:
             os.link(path, link)
         except OSError as err:

@@ -14,8 +14,8 @@ trainer stays a plain MONAI workflow and only its batch sampler comes from ignit
 from __future__ import annotations
 
 import logging
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events

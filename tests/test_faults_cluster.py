@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -135,6 +136,9 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_exits_143_and_resumes_at_the_next
     assert f"resuming epoch {EPOCHS} at batch 3 of {ITERATIONS_PER_EPOCH}" in log
     assert sorted(iteration_losses(log)) == [(EPOCHS, ITERATIONS_PER_EPOCH)]  # only the batch not yet trained on
     assert_resumed_equals_reference(log, models, reference, [EPOCHS])
+    # The epoch's mean losses cover the whole epoch, the batches before the stop included.
+    means = re.compile(rf"Epoch\[{EPOCHS}\] Metrics -- .*epoch_train_loss: \S+")
+    assert means.search(log).group(0) == means.search(reference["log"]).group(0)
 
 
 @pytest.mark.slow

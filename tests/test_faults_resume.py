@@ -204,7 +204,7 @@ def test_kill_9_mid_epoch_and_mid_checkpoint_write_then_resume_equals_an_uninter
     log = run_until_killed(tree["configs"] + [pause], tmp_path, tree["root"], "FAULT-PAUSE", "--epochs", str(EPOCHS))
     assert f"Epoch: {last}/{EPOCHS}, Iter: 2/" in log
     files = load_all(models)
-    assert set(files) == {"checkpoint.pt", "model.pt"}
+    assert set(files) == {"checkpoint.pt", "checkpoint.previous.pt", "model.pt"}
     assert files["checkpoint.pt"]["trainer"]["iteration"] == (last - 1) * ITERATIONS_PER_EPOCH  # written every epoch, not only at the end
     # The checkpoint carries what resuming needs beyond the engine counters.
     assert {"trainer", "network", "optimizer", "strategy", "validation", "rng"} <= set(files["checkpoint.pt"])
@@ -225,7 +225,7 @@ def test_kill_9_mid_epoch_and_mid_checkpoint_write_then_resume_equals_an_uninter
     assert "interrupted checkpoint write" in log and not list(models.glob("*.tmp"))
     assert f"Epoch: {last - 1}/{EPOCHS}" not in log  # the epoch counter continues
     files = load_all(models)  # every file in models/ loads with weights_only=True
-    assert set(files) == {"checkpoint.pt", "model.pt"}
+    assert set(files) == {"checkpoint.pt", "checkpoint.previous.pt", "model.pt"}
     assert files["checkpoint.pt"]["trainer"]["iteration"] == EPOCHS * ITERATIONS_PER_EPOCH
 
     # Same batches, same numbers: the resumed epoch's losses and the final state equal the uninterrupted run's.

@@ -4,24 +4,34 @@ A training run keeps two files in ``ckpt_dir``:
 
 * ``checkpoint.pt``: everything needed to continue (trainer counters, network, optimizer,
   strategy, the evaluator's best metric and epoch, RNG states), rewritten after every epoch;
-* ``model.pt``: the network's ``state_dict`` at the best validation key metric so far.
+* ``model.pt``: the network's ``state_dict`` at the best validation key metric so far;
+
+and ``checkpoint.previous.pt``, the checkpoint before the last one (a hard link to the replaced
+file, so keeping it writes nothing), to resume from when ``checkpoint.pt`` is damaged.
 
 Both are written by :class:`AtomicDiskSaver`: the bytes go to a temporary file in the same folder,
 are flushed to disk, and only then replace the old file with :func:`os.replace`, so a process
 killed at any moment leaves either the old or the new file, never a truncated one, and never no
 file. :func:`prepare_checkpoint_dir` runs at start-up: it refuses to mix a new run into a folder
 that holds another run's files, checks that ``--resume True`` has something to resume from, and
-removes temporary files a killed run left behind. :func:`promote_checkpoints` lets a retrain
-write elsewhere and replace the serving files only once it has finished. Everything saved loads with
+removes temporary files a killed run left behind, holds the folder's run lock
+(:mod:`l2v_monai.engine.run_lock`), falls back to the previous checkpoint when ``checkpoint.pt``
+cannot be read, and refuses to resume a run whose identity (network, label sets, findings,
+strategy) changed. A full disk stops the run with :class:`CheckpointDiskFullError`, naming the
+folder and the bytes needed. :func:`promote_checkpoints` lets a retrain write elsewhere and replace
+the serving files only once it has finished. Everything saved loads with
 ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import random
+import secrets
+import shutil
 import stat
 import tempfile
 import time
@@ -36,9 +46,14 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 
+from l2v_monai.engine.run_lock import LOCK_FILE, acquire_run_lock, lock_holder
+
 __all__ = [
     "CHECKPOINT_FILE",
     "MODEL_FILE",
+    "PREVIOUS_CHECKPOINT_FILE",
+    "CheckpointDiskFullError",
+    "RunIdentity",
     "AtomicDiskSaver",
     "EpochCheckpointSaver",
     "BestModelSaver",
@@ -53,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pt"
 # Temporary files are hidden and named after their target: ".checkpoint.pt.<random>.tmp".
 _TMP_SUFFIX = ".tmp"
 
@@ -73,6 +89,10 @@ def _fsync_dir(dirname: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class CheckpointDiskFullError(OSError):
+    """No room (or no quota) left to write a checkpoint; the previous file is intact."""
 
 
 def _state_dict(obj: Any) -> Any:
@@ -97,6 +117,8 @@ class AtomicDiskSaver(DiskSaver):
         pause_mid_write: fault-injection for tests only: seconds to sleep after half of the
             temporary file is written (logged at WARNING), so that a ``kill -9`` can land inside
             a checkpoint write deterministically. 0 (the default) never pauses.
+        keep_previous: file name under which the file being replaced is kept (a hard link: no
+            bytes are written); None keeps no previous file.
     """
 
     def __init__(
@@ -105,10 +127,12 @@ class AtomicDiskSaver(DiskSaver):
         filename: str | None = None,
         save_on_rank: int = 0,
         pause_mid_write: float = 0.0,
+        keep_previous: str | None = None,
     ) -> None:
         super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False, save_on_rank=save_on_rank)
         self.filename = filename
         self.pause_mid_write = float(pause_mid_write)
+        self.keep_previous = keep_previous
 
     def __call__(self, checkpoint: Mapping, filename: str | None = None, metadata: Mapping | None = None) -> None:
         super().__call__(checkpoint, self.filename or filename, metadata)
@@ -117,7 +141,13 @@ class AtomicDiskSaver(DiskSaver):
         buffer = io.BytesIO()
         func(checkpoint, buffer)
         data = buffer.getbuffer()
-        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX, dir=self.dirname)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX, dir=self.dirname)
+        except OSError as err:
+            full = self._disk_full(err, path, len(data))
+            if full is not err:
+                raise full from err
+            raise
         try:
             with os.fdopen(fd, "wb") as tmp:
                 half = len(data) // 2
@@ -134,12 +164,45 @@ class AtomicDiskSaver(DiskSaver):
                 os.fsync(tmp.fileno())
             # mkstemp makes the file owner-only; a checkpoint is readable like any file torch.save writes.
             os.chmod(tmp_name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+            if self.keep_previous and path.exists():
+                self._keep(path)
             os.replace(tmp_name, path)
-        except BaseException:
+        except BaseException as err:
             if os.path.exists(tmp_name):
                 os.remove(tmp_name)
+            full = self._disk_full(err, path, len(data)) if isinstance(err, OSError) else err
+            if full is not err:
+                raise full from err
             raise
         _fsync_dir(self.dirname)
+
+    def _keep(self, path: Path) -> None:
+        """Hard-link the file about to be replaced to ``keep_previous``: the old bytes stay, none are copied."""
+        previous = Path(self.dirname) / str(self.keep_previous)
+        link = Path(self.dirname) / f"{_tmp_prefix(previous.name)}{secrets.token_hex(6)}{_TMP_SUFFIX}"
+        try:
+            os.link(path, link)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            logger.warning("cannot keep %s as %s on this filesystem (%s): only the last checkpoint is kept",
+                           path.name, previous.name, err.strerror)
+            self.keep_previous = None
+            return
+        os.replace(link, previous)
+
+    def _disk_full(self, err: OSError, path: Path, size: int) -> OSError:
+        """A clear error for a full disk or quota (the folder, the bytes needed, what is intact); other errors as they are."""
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        free = shutil.disk_usage(self.dirname).free
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written yet"
+        return CheckpointDiskFullError(
+            err.errno,
+            f"no space left in {self.dirname} to write {path.name}: {size} bytes needed, {free} bytes free "
+            f"({os.strerror(err.errno)}); {kept} and no partial file is left. Free space there (or use another "
+            "--bundle_root), then continue with --resume True",
+        )
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:
@@ -159,6 +222,7 @@ class EpochCheckpointSaver:
         filename: the file, rewritten atomically each time.
         save_interval: epochs between saves.
         pause_mid_write: see :class:`AtomicDiskSaver` (tests only).
+        keep_previous: keep the replaced file as ``checkpoint.previous.pt`` (see docs/faults.md for why).
     """
 
     def __init__(
@@ -168,6 +232,7 @@ class EpochCheckpointSaver:
         filename: str = CHECKPOINT_FILE,
         save_interval: int = 1,
         pause_mid_write: float = 0.0,
+        keep_previous: bool = True,
     ) -> None:
         if not save_dict:
             raise ValueError("EpochCheckpointSaver needs a non-empty save_dict")
@@ -176,7 +241,8 @@ class EpochCheckpointSaver:
                 raise TypeError(f"save_dict[{name!r}] ({type(obj).__name__}) has no state_dict()")
         self.save_dict = dict(save_dict)
         self.save_interval = int(save_interval)
-        self.saver = AtomicDiskSaver(save_dir, filename=filename, pause_mid_write=pause_mid_write)
+        self.saver = AtomicDiskSaver(save_dir, filename=filename, pause_mid_write=pause_mid_write,
+                                     keep_previous=PREVIOUS_CHECKPOINT_FILE if keep_previous else None)
 
     @property
     def path(self) -> Path:
@@ -186,8 +252,12 @@ class EpochCheckpointSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        self.saver({name: _state_dict(obj) for name, obj in self.save_dict.items()})
+        self.save()
         logger.info("epoch %d: saved %s", engine.state.epoch, self.path)
+
+    def save(self) -> None:
+        """Write the objects' current state now (also mid-epoch, for a run stopped by a signal)."""
+        self.saver({name: _state_dict(obj) for name, obj in self.save_dict.items()})
 
 
 class BestModelSaver:
@@ -260,6 +330,50 @@ class GradScalerState:
                            "on" if state_dict else "off", "on" if scaler is not None else "off")
 
 
+class RunIdentity:
+    """What makes a run that run (network, label sets, findings, strategy), as a checkpointable object.
+
+    Saved in ``checkpoint.pt``; :func:`prepare_checkpoint_dir` compares it with the resuming run's
+    before any data is read and refuses a change, naming the key. Settings that may change on
+    resume (``epochs``, logging, workers) are not part of it. Values are strings, numbers, lists
+    and dicts, so the file still loads with ``weights_only=True``.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = {key: _plain(value) for key, value in values.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.check(state_dict)
+
+    def check(self, saved: Mapping[str, Any], source: str | Path = CHECKPOINT_FILE) -> None:
+        """Raise ``ValueError`` naming every key whose value differs from ``saved`` (keys new on either side included)."""
+        changed = [key for key in sorted(set(saved) | set(self.values)) if _plain(saved.get(key)) != self.values.get(key)]
+        if changed:
+            lines = "; ".join(f"{key}: {saved.get(key)!r} in the checkpoint, {self.values.get(key)!r} now" for key in changed)
+            raise ValueError(
+                f"--resume True: this run's {', '.join(changed)} differ{'s' if len(changed) == 1 else ''} from the run "
+                f"saved in {source} ({lines}). A resumed run must train the same network on the same label sets, "
+                "findings and strategy (only settings such as epochs may change): resume with the original values, "
+                "or start a new run in another --bundle_root."
+            )
+
+
+def _plain(value: Any) -> Any:
+    """Config values as JSON-like data (tuples become lists, classes their qualified names) so they compare and save."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, nn.Module):
+        return _plain(type(value))
+    return value
+
+
 class RNGState:
     """Every random number stream a training run draws from, as a checkpointable object.
 
@@ -318,16 +432,65 @@ class RNGState:
                 generator.set_state(saved[name].cpu())
 
 
+def _readable(path: Path) -> tuple[dict | None, str]:
+    """``(checkpoint, "")`` when ``path`` loads with ``weights_only=True``, else ``(None, why)``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), ""
+    except Exception as err:  # noqa: BLE001 - any failure to read means the same thing to the user
+        return None, f"{type(err).__name__}: {err}"
+
+
+def _checkpoint_to_resume(folder: Path, checkpoint: Path) -> dict:
+    """The checkpoint to resume from: ``checkpoint.pt``, or the kept previous one when it cannot be read.
+
+    A damaged ``checkpoint.pt`` is moved aside to ``checkpoint.pt.damaged`` (kept for a look, never
+    loaded) and the previous checkpoint takes its name, so the loader reads the usual path.
+    """
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"--resume True: there is no {checkpoint} to resume from. Resume with the same --bundle_root "
+            f"(or ckpt_dir) as the interrupted run, or start a new run without --resume."
+        )
+    state, why = _readable(checkpoint)
+    if state is not None:
+        return state
+    previous = folder / PREVIOUS_CHECKPOINT_FILE
+    kept, kept_why = _readable(previous) if previous.is_file() else (None, "not kept")
+    if kept is None:
+        raise RuntimeError(
+            f"--resume True: {checkpoint} cannot be read ({why}), and there is no readable previous checkpoint "
+            f"{previous} ({kept_why}). Start a new run with --overwrite True (or restore the file from a copy)."
+        )
+    if idist.get_rank() == 0:
+        damaged = checkpoint.with_name(checkpoint.name + ".damaged")
+        os.replace(checkpoint, damaged)
+        os.link(previous, checkpoint)
+        _fsync_dir(folder)
+        logger.warning(
+            "--resume True: %s cannot be read (%s); moved it to %s and resuming from the previous checkpoint %s "
+            "(iteration %s): the work after it is done again", checkpoint, why, damaged.name, previous.name,
+            kept.get("trainer", {}).get("iteration", "?"),
+        )
+    return kept
+
+
 def prepare_checkpoint_dir(
     ckpt_dir: str | Path,
     resume: bool = False,
     overwrite: bool = False,
-    files: Sequence[str] = (CHECKPOINT_FILE, MODEL_FILE),
+    files: Sequence[str] = (CHECKPOINT_FILE, MODEL_FILE, PREVIOUS_CHECKPOINT_FILE),
+    identity: Mapping[str, Any] | RunIdentity | None = None,
+    lock_file: str | Path | None = None,
 ) -> Path:
     """Start-up check of the checkpoint folder, before any data is read; returns the folder.
 
+    * Refuses a folder another live run holds, naming its PID and host, and holds the folder's lock
+      from then on (``lock_file``, default ``.training.lock`` beside ``ckpt_dir``; rank 0 only);
+      a lock whose holder died is taken over (:mod:`l2v_monai.engine.run_lock`).
     * Removes temporary files of an interrupted write (``.<file>.*.tmp``).
-    * ``resume``: ``checkpoint.pt`` must exist and load with ``weights_only=True``.
+    * ``resume``: ``checkpoint.pt`` must exist and load with ``weights_only=True``; when it cannot,
+      the kept previous checkpoint replaces it (see :func:`_checkpoint_to_resume`); ``identity``
+      (network, label sets, findings, strategy) must equal the saved one.
     * a new run: refuses a folder that holds ``files`` from an earlier run, naming ``--resume True``
       and ``--overwrite True``; with ``overwrite`` those files are deleted first, so a crash early
       in the new run cannot leave the old run's files looking like the new run's.
@@ -336,7 +499,20 @@ def prepare_checkpoint_dir(
     if resume and overwrite:
         raise ValueError("--resume True and --overwrite True contradict each other: choose one")
     writer = idist.get_rank() == 0
+    lock = Path(lock_file) if lock_file is not None else folder.parent / LOCK_FILE
     if writer:
+        # Before anything else, and without creating a file: a live run's folder is not touched.
+        holder = lock_holder(lock)
+        if holder is not None:
+            acquire_run_lock(lock, what=str(folder))  # raises RunLockedError naming the holder
+    existing = [name for name in files if (folder / name).exists()]
+    if not resume and existing and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds {', '.join(existing)} from an earlier run. To continue that run add "
+            f"--resume True; to start a new run that replaces them add --overwrite True (or choose another --bundle_root)."
+        )
+    if writer:
+        acquire_run_lock(lock, what=str(folder))
         folder.mkdir(parents=True, exist_ok=True)
         for name in files:
             for tmp in folder.glob(f"{_tmp_prefix(name)}*{_TMP_SUFFIX}"):
@@ -344,23 +520,16 @@ def prepare_checkpoint_dir(
                 tmp.unlink(missing_ok=True)
     checkpoint = folder / files[0]
     if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(
-                f"--resume True: there is no {checkpoint} to resume from. Resume with the same --bundle_root "
-                f"(or ckpt_dir) as the interrupted run, or start a new run without --resume."
-            )
-        try:
-            torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any failure to read means the same thing to the user
-            raise RuntimeError(f"--resume True: {checkpoint} cannot be read ({type(err).__name__}: {err})") from None
+        state = _checkpoint_to_resume(folder, checkpoint)
+        if identity is not None:
+            if not isinstance(identity, RunIdentity):
+                identity = RunIdentity(identity)
+            if "run_identity" in state:
+                identity.check(state["run_identity"], checkpoint)
+            else:
+                logger.warning("resume: %s has no run identity (an older run); the config is not compared", checkpoint)
         logger.info("resuming from %s", checkpoint)
         return folder
-    existing = [name for name in files if (folder / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{folder} already holds {', '.join(existing)} from an earlier run. To continue that run add "
-            f"--resume True; to start a new run that replaces them add --overwrite True (or choose another --bundle_root)."
-        )
     if existing and writer:
         for name in existing:
             (folder / name).unlink()

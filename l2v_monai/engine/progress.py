@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 import torch
@@ -50,12 +51,17 @@ def loss_terms(output: Any, prefix: str = "train_") -> dict[str, float]:
     return {f"{prefix}{key}": float(value) for key, value in _loss_values(output).items()}
 
 
+def _plain_name(name: Any) -> str:
+    return name.value if isinstance(name, Enum) else str(name)
+
+
 class EpochLossMeans:
     """Mean of each loss term (``loss``, ``*_loss``) over an epoch, stored as ``engine.state.metrics["epoch_train_<name>"]``.
 
     Put it in the trainer's handlers before ``StatsHandler``/``TensorBoardStatsHandler`` so their
     epoch logs include the means. The sums stay on the loss's device and are read once per epoch, so
     the training step never waits for the GPU here. Non-finite losses are reported as NaN, not hidden.
+    Checkpointed (``state_dict``), so the mean of an epoch resumed in its middle covers the whole epoch.
     """
 
     def __init__(self, prefix: str = "epoch_train_") -> None:
@@ -69,7 +75,19 @@ class EpochLossMeans:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
 
     def reset(self, engine: Engine | None = None) -> None:
+        if engine is not None and engine.state.epoch_length and engine.state.iteration % engine.state.epoch_length:
+            return  # resumed in the middle of an epoch: keep the sums restored from the checkpoint
         self.sums, self.counts = {}, {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's sums so far (read from the device here, at checkpoint time only) and counts."""
+        # Plain-string names (the trainer's "loss" key is MONAI's CommonKeys enum), so weights_only loads them.
+        return {"sums": {_plain_name(name): float(total) for name, total in self.sums.items()},
+                "counts": {_plain_name(name): n for name, n in self.counts.items()}}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.sums = {name: float(total) for name, total in state_dict.get("sums", {}).items()}
+        self.counts = {name: int(n) for name, n in state_dict.get("counts", {}).items()}
 
     def update(self, engine: Engine) -> None:
         for name, value in _loss_values(engine.state.output).items():

@@ -21,6 +21,7 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn.parallel import DistributedDataParallel
 
+from l2v_monai.engine.nonfinite import non_finite_error
 from l2v_monai.labels import noisy_target
 from l2v_monai.strategies import Strategy
 
@@ -210,7 +211,15 @@ class LearningToVoteTrainer(SupervisedTrainer):
             features = self.head_features.features()
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            result = self.strategy_call(batch, logits, features, unwrap(engine.network), grad_scale=grad_scale)
+            try:
+                result = self.strategy_call(batch, logits, features, unwrap(engine.network), grad_scale=grad_scale)
+            except RuntimeError as err:
+                # NaN logits make some losses raise (BCE on NaN probabilities) instead of returning NaN:
+                # say what went bad and where, as for a NaN loss; checked only on failure, so free.
+                if not bool(torch.isfinite(logits.detach()).all()):
+                    raise non_finite_error(engine, {"pred (the network's output)": "nan/inf",
+                                                    "train_loss": f"not computed ({err})"}) from err
+                raise
             engine.state.output[Keys.LOSS] = result.loss
             engine.state.output[Keys.LABEL] = result.target
             engine.state.output["vote_weights"] = result.weights

@@ -85,9 +85,30 @@ class RefinedLabelStats:
         self.w_cnt = np.zeros((m, 2))
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self._reset())
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def epoch_started(self, engine: Engine) -> None:
+        # A run resumed in the middle of an epoch keeps the counts restored from its checkpoint.
+        length = engine.state.epoch_length
+        if not length or engine.state.iteration % length == 0:
+            self._reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the results need after a resume (history, best epoch and network, the epoch's counts)."""
+        return {
+            "history": json.dumps(self.history), "best": json.dumps(self.best),
+            "best_state": self.best_state or {}, "correct": self.correct, "count": self.count,
+            "w_sum": torch.from_numpy(self.w_sum.copy()), "w_cnt": torch.from_numpy(self.w_cnt.copy()),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = json.loads(state_dict["history"])
+        self.best = json.loads(state_dict["best"])
+        self.best_state = dict(state_dict["best_state"]) or None
+        self.correct, self.count = int(state_dict["correct"]), int(state_dict["count"])
+        self.w_sum, self.w_cnt = state_dict["w_sum"].numpy().copy(), state_dict["w_cnt"].numpy().copy()
 
     def iteration_completed(self, engine: Engine) -> None:
         clean = engine.state.batch[self.clean_key].long().cpu()

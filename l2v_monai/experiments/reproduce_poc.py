@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {**common, **METHODS[name], "seed": seed}
             run_dir = args.out.parent / "runs" / f"{args.dataset}_{args.max_train}_{name}_seed{seed}"
             overrides["output_dir"] = str(run_dir)
+            # Each run keeps its own checkpoints; a run without results.json is started afresh.
+            overrides["ckpt_dir"] = str(run_dir / "models")
+            overrides["overwrite"] = True
             if (run_dir / "results.json").exists() and not args.force:
                 # Resumable: a finished run is collected, not repeated (seeds can run in parallel processes).
                 result = json.loads((run_dir / "results.json").read_text())

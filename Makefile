@@ -29,8 +29,9 @@ fashion-mnist:
 	  fi; \
 	fi
 
+# A rerun replaces the previous demo's checkpoints (--overwrite True).
 demo: venv fashion-mnist
-	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --dataset fashion_mnist --data_root $(FASHION_MNIST_DIR)
+	$(PY) -m monai.bundle run --config_file bundle/configs/cifar10.json --dataset fashion_mnist --data_root $(FASHION_MNIST_DIR) --overwrite True
 
 # The chest X-ray bundle's workflow on a small generated MIMIC-style tree (numbers meaningless).
 # DEMO_DICOM=/path/to/chest.dcm adds a real radiograph to the inference inputs.

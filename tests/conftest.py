@@ -6,11 +6,17 @@ Every test keeps its files inside its own temporary folder: the project's derive
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from training_runs import EPOCHS, TRAIN, load_all, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Real material beside a development checkout; tests that use it skip cleanly without it.
@@ -68,3 +74,53 @@ def _hand_label(root: Path) -> Path:
 def hand_label_tree():
     """A function that hand-labels a prepared MIMIC-style tree (``datalist.json`` beside it)."""
     return _hand_label
+
+
+# --- the fault tests' tree and their uninterrupted reference run (test_faults_resume, test_faults_cluster) ---
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The synthetic MIMIC tree, its datalist, and an overlay that swaps in the tiny network."""
+    root = tmp_path_factory.mktemp("mimic")
+    from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
+
+    make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root),
+                    "--out", str(root / "datalist.json")], check=True, capture_output=True)
+    assert len(json.loads((root / "datalist.json").read_text())["training"]) == 10  # 3 iterations per epoch
+    tiny = root / "tiny.json"
+    tiny.write_text(json.dumps({"network_def": {"_target_": "tiny_nets.TinyNet", "num_outputs": "$len(@findings)",
+                                                "in_channels": 1}}))
+    return {"root": root, "configs": [TRAIN, tiny]}
+
+
+@pytest.fixture(scope="module")
+def reference(tree: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted 3-epoch run, with the progress bar forced on."""
+    out = tmp_path_factory.mktemp("reference")
+    log = run_training(tree["configs"], out, tree["root"], "--epochs", str(EPOCHS), "--progress_bar", "True")
+    return {"root": out, "log": log, "files": load_all(out / "models")}
+
+
+# --- the bundle tests' tree (test_bundle, test_bundle_evaluation) ---
+@pytest.fixture(scope="module")
+def mimic(tmp_path_factory: pytest.TempPathFactory, hand_label_tree) -> dict:
+    """A synthetic MIMIC tree, its datalist, a hand-labelled test set and report embeddings."""
+    root = tmp_path_factory.mktemp("mimic")
+    from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
+
+    info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root), "--out", str(root / "datalist.json")],
+        check=True, capture_output=True,
+    )
+    datalist = json.loads((root / "datalist.json").read_text())
+    hand_label_tree(root)
+    from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
+
+    studies = sorted({it["study_id"] for split in ("training", "validation", "test") for it in datalist[split]})
+    save_embedding_cache(
+        EmbeddingCache(model="test-vectors", dim=16, pooling="mean", max_length=32,
+                       embeddings={s: torch.randn(16) for s in studies}),
+        root / "report_embeddings.pt",
+    )
+    return {"root": root, "info": info, "datalist": datalist}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,53 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
+from bundle_runs import CONFIGS, ROOT, SMALL, bundle, configs, output_root
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "bundle" / "configs"
 SHARED = ROOT.parent / "shared"
-SMALL = ["--image_size", "64", "--batch_size", "4", "--epochs", "1", "--num_workers", "0"]
-
-
-def bundle(*args: str, cwd: Path = ROOT, launcher: list[str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
-
-
-def configs(*names: str) -> str:
-    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
-
-
-def output_root(path: Path) -> Path:
-    """A ``--bundle_root`` outside the repository, without the bundle's ``scripts/``: the network is still
-    imported from the configs' own bundle, and the run writes its ``models/`` and ``eval/`` there."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def mimic(tmp_path_factory: pytest.TempPathFactory, hand_label_tree) -> dict:
-    """A synthetic MIMIC tree, its datalist, a hand-labelled test set and report embeddings."""
-    root = tmp_path_factory.mktemp("mimic")
-    info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root), "--out", str(root / "datalist.json")],
-        check=True, capture_output=True,
-    )
-    datalist = json.loads((root / "datalist.json").read_text())
-    hand_label_tree(root)
-    from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
-
-    studies = sorted({it["study_id"] for split in ("training", "validation", "test") for it in datalist[split]})
-    save_embedding_cache(
-        EmbeddingCache(model="test-vectors", dim=16, pooling="mean", max_length=32,
-                       embeddings={s: torch.randn(16) for s in studies}),
-        root / "report_embeddings.pt",
-    )
-    return {"root": root, "info": info, "datalist": datalist}
 
 
 @pytest.fixture(scope="module")

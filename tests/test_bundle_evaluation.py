@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bundle import CONFIGS, ROOT, SMALL, bundle, configs, mimic, output_root  # noqa: F401  (mimic: a fixture)
+from bundle_runs import CONFIGS, ROOT, SMALL, bundle, configs, output_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

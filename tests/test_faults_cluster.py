@@ -13,34 +13,30 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
-from test_faults_resume import (  # noqa: F401 - fixtures
+from training_runs import (
     BEST_LINE,
     EPOCHS,
     ITERATIONS_PER_EPOCH,
     ROOT,
     TRAIN,
-    _command,
-    _env,
     assert_same_state,
+    command,
+    env,
     iteration_losses,
     load_all,
     pause_overlay,
-    reference,
     run_training,
-    tree,
+    watch_run,
 )
 
 
@@ -57,38 +53,9 @@ def overlay(folder: Path, name: str, *handlers: str, base: Path = TRAIN) -> Path
 
 def run_with_fault(configs: list[Path], bundle_root: Path, dataset_dir: Path, marker: str,
                    act: Callable[[subprocess.Popen], None], *extra: str) -> tuple[str, int]:
-    """Start a training run, call ``act(proc)`` when a line containing ``marker`` is printed, wait for the end.
-
-    The run is its own process group (a job, as a scheduler sees it)."""
-    proc = subprocess.Popen(_command(configs, bundle_root, dataset_dir, *extra), cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    acted = False
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
-            if line is None:
-                break
-            seen.append(line)
-            if marker in line and not acted:
-                act(proc)
-                acted = True
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
-    assert acted, f"the run ended before {marker!r}:\n{''.join(seen)[-6000:]}"
-    return "".join(seen), proc.returncode
+    """Start a training run as a job of its own (a process group), call ``act(proc)`` when a line
+    containing ``marker`` is printed, wait for the end; returns the log and the exit status."""
+    return watch_run(command(configs, bundle_root, dataset_dir, *extra), marker, act, process_group=True)
 
 
 def send(sig: signal.Signals) -> Callable[[subprocess.Popen], None]:
@@ -329,8 +296,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_names_folder_and_bytes_and_re
     mnt.mkdir()
     out.mkdir()
     fill = overlay(tmp_path, "fill", "Events.EPOCH_STARTED(once=2), lambda engine: fault_injection.fill_disk(@bundle_root)")
-    first = _command(tree["configs"] + [fill], mnt, tree["root"], "--epochs", str(EPOCHS), "--output_dir", str(out / "eval"))
-    again = _command(tree["configs"], mnt, tree["root"], "--epochs", str(EPOCHS), "--resume", "True",
+    first = command(tree["configs"] + [fill], mnt, tree["root"], "--epochs", str(EPOCHS), "--output_dir", str(out / "eval"))
+    again = command(tree["configs"], mnt, tree["root"], "--epochs", str(EPOCHS), "--resume", "True",
                      "--output_dir", str(out / "eval"))
     script = f"""
 mount -t tmpfs -o size=8m tmpfs {mnt} || exit 99
@@ -341,7 +308,7 @@ rm -f {mnt}/filler
 {shlex.join(again)} > {out}/log2 2>&1; echo $? > {out}/rc2
 cp -a {mnt}/models {out}/after_resume
 """
-    proc = subprocess.run(unshare + ["sh", "-c", script], env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(unshare + ["sh", "-c", script], env=env(), capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log1 = (out / "log1").read_text()
     assert (out / "rc1").read_text().strip() != "0", log1[-4000:]
@@ -427,12 +394,12 @@ def _poc(bundle_root: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: Path) -> None:
-    reference = subprocess.run(_poc(tmp_path / "reference"), cwd=ROOT, env=_env(), capture_output=True, text=True,
+    reference = subprocess.run(_poc(tmp_path / "reference"), cwd=ROOT, env=env(), capture_output=True, text=True,
                                timeout=300, check=False)
     assert reference.returncode == 0, (reference.stdout + reference.stderr)[-4000:]
     wait = overlay(tmp_path, "wait", "Events.ITERATION_STARTED(once=24), "
                    "lambda engine: fault_injection.wait_for_signal(@train#stop_on_signal)", base=POC)
-    proc = subprocess.Popen(_poc(tmp_path / "run", "--config_file", f"['{POC}','{wait}']"), cwd=ROOT, env=_env(),
+    proc = subprocess.Popen(_poc(tmp_path / "run", "--config_file", f"['{POC}','{wait}']"), cwd=ROOT, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = ""
     for line in proc.stdout:  # type: ignore[union-attr]
@@ -444,7 +411,7 @@ def test_poc_config_stops_on_sigterm_and_resumes_to_the_same_results(tmp_path: P
     (models,) = [p for p in (tmp_path / "run" / "models").iterdir() if p.is_dir()]  # models/poc_digits_l2v_seed0
     assert not list((tmp_path / "run" / "eval").glob("*/results.json"))  # stopped before the results
 
-    resumed = subprocess.run(_poc(tmp_path / "run", "--resume", "True"), cwd=ROOT, env=_env(), capture_output=True,
+    resumed = subprocess.run(_poc(tmp_path / "run", "--resume", "True"), cwd=ROOT, env=env(), capture_output=True,
                              text=True, timeout=300, check=False)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "resuming epoch 2 at batch 10 of 15" in resumed.stdout + resumed.stderr
@@ -476,12 +443,12 @@ def test_killing_one_ddp_rank_restarts_the_group_from_the_last_checkpoint(tree: 
             ("$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), "
              "lambda engine: fault_injection.pause_rank(1))")],
     }))
-    command = _command([TRAIN, multi, tree["configs"][1], pause], tmp_path, tree["root"], "--epochs", "2")
+    single = command([TRAIN, multi, tree["configs"][1], pause], tmp_path, tree["root"], "--epochs", "2")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
                 "--master_port=29547", "--monitor-interval=1"]
-    command = torchrun + command[1:]  # torchrun runs "-m monai.bundle ..." in each rank
+    argv = torchrun + single[1:]  # torchrun runs "-m monai.bundle ..." in each rank
 
-    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = ""
     killed = None
     for line in proc.stdout:  # type: ignore[union-attr]

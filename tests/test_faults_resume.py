@@ -17,15 +17,7 @@ evaluator's best metric and every RNG stream restored.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,139 +25,17 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
-
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-TRAIN = ROOT / "bundle" / "configs" / "train.json"
-EPOCHS = 3
-ITERATIONS_PER_EPOCH = 3  # 10 training images at batch 4
-# On the CPU even where a GPU exists: the resumed run is compared bit for bit with an uninterrupted one.
-SMALL = ["--image_size", "64", "--batch_size", "4", "--num_workers", "0", "--log_every", "1",
-         "--device", "$torch.device('cpu')", "--amp", "False"]
-ITERATION_LINE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/\d+ -- (.*)$")
-BEST_LINE = re.compile(r"best val_macro_auc: (\S+) at epoch (\d+)")
-
-
-def _env() -> dict[str, str]:
-    # One thread: the uninterrupted and the resumed run must compute bit-identical numbers.
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(TESTS), os.environ.get("PYTHONPATH", "")])}
-
-
-def _command(configs: list[Path], bundle_root: Path, dataset_dir: Path, *extra: str) -> list[str]:
-    files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files,
-            "--dataset_dir", str(dataset_dir), "--bundle_root", str(bundle_root), *SMALL, *extra]
-
-
-def run_training(configs: list[Path], bundle_root: Path, dataset_dir: Path, *extra: str, ok: bool = True) -> str:
-    proc = subprocess.run(_command(configs, bundle_root, dataset_dir, *extra), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    if ok:
-        assert proc.returncode == 0, log[-6000:]
-    else:
-        assert proc.returncode != 0, log[-3000:]
-    return log
-
-
-def run_until_killed(configs: list[Path], bundle_root: Path, dataset_dir: Path, marker: str, *extra: str) -> str:
-    """Start a training run, SIGKILL it as soon as a line containing ``marker`` is printed; returns the log."""
-    proc = subprocess.Popen(_command(configs, bundle_root, dataset_dir, *extra), cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"the run ended before {marker!r}:\n{''.join(seen)[-6000:]}")
-            seen.append(line)
-            if marker in line:
-                os.kill(proc.pid, signal.SIGKILL)  # kill -9: no handler, no cleanup, no final save
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # the marker never came (assertion or timeout above): do not leave it running
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    return "".join(seen)
-
-
-def iteration_losses(log: str) -> dict[tuple[int, int], str]:
-    """``{(epoch, iteration): "train_loss: ... train_model_loss: ..."}`` from StatsHandler lines."""
-    out = {}
-    for line in log.splitlines():
-        match = ITERATION_LINE.search(line)
-        if match:
-            out[(int(match.group(1)), int(match.group(2)))] = match.group(3).strip()
-    return out
-
-
-def load_all(models: Path) -> dict[str, dict]:
-    """Every file in ``models/``, each loaded with ``weights_only=True`` (a damaged file fails here)."""
-    return {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in sorted(models.iterdir())}
-
-
-def assert_same_state(a: dict, b: dict, where: str = "") -> None:
-    assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            assert_same_state(a[key], b[key], f"{where}/{key}")
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{where}/{key} differs"
-        elif isinstance(a[key], (list, tuple)) and a[key] and isinstance(a[key][0], dict):
-            for i, (x, y) in enumerate(zip(a[key], b[key])):
-                assert_same_state(x, y, f"{where}/{key}[{i}]")
-        else:
-            assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), f"{where}/{key}: {a[key]} != {b[key]}"
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The synthetic MIMIC tree, its datalist, and an overlay that swaps in the tiny network."""
-    root = tmp_path_factory.mktemp("mimic")
-    make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root),
-                    "--out", str(root / "datalist.json")], check=True, capture_output=True)
-    assert len(json.loads((root / "datalist.json").read_text())["training"]) == 10  # 3 iterations per epoch
-    tiny = root / "tiny.json"
-    tiny.write_text(json.dumps({"network_def": {"_target_": "tiny_nets.TinyNet", "num_outputs": "$len(@findings)",
-                                                "in_channels": 1}}))
-    return {"root": root, "configs": [TRAIN, tiny]}
-
-
-@pytest.fixture(scope="module")
-def reference(tree: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """An uninterrupted 3-epoch run, with the progress bar forced on."""
-    out = tmp_path_factory.mktemp("reference")
-    log = run_training(tree["configs"], out, tree["root"], "--epochs", str(EPOCHS), "--progress_bar", "True")
-    return {"root": out, "log": log, "files": load_all(out / "models")}
-
-
-def pause_overlay(folder: Path, iteration: int) -> Path:
-    """A config overlay whose trainer prints FAULT-PAUSE and sleeps after ``iteration`` (global count)."""
-    config = json.loads(TRAIN.read_text())
-    overlay = {
-        "imports": config["imports"] + ["$import time", "$from ignite.engine import Events"],
-        "initialize": config["initialize"] + [
-            f"$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(once={iteration}), "
-            "lambda engine: (print('FAULT-PAUSE', flush=True), time.sleep(600)))"
-        ],
-    }
-    path = folder / f"pause_at_{iteration}.json"
-    path.write_text(json.dumps(overlay))
-    return path
-
+from training_runs import (
+    BEST_LINE,
+    EPOCHS,
+    ITERATIONS_PER_EPOCH,
+    assert_same_state,
+    iteration_losses,
+    load_all,
+    pause_overlay,
+    run_training,
+    run_until_killed,
+)
 
 # ----------------------------------------------------------------------------------------------
 # end to end

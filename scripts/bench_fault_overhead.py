@@ -42,17 +42,8 @@ from l2v_monai.engine.epoch_position import EpochPosition, resumable_loader
 from l2v_monai.engine.nonfinite import StopOnNonFiniteLoss
 from l2v_monai.engine.stop_signals import StopOnSignal
 from l2v_monai.engine.trainer import LearningToVoteTrainer
+from l2v_monai.bundle_scripts.networks import NETWORKS
 from l2v_monai.strategies import attach_targets, build_strategy
-
-
-def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
-    from l2v_monai.bundle_scripts import networks
-
-    if name == "small_cnn":
-        return networks.SmallCNN(num_outputs=classes, in_channels=channels)
-    if name == "resnet50":
-        return networks.ResNet50Classifier(num_outputs=classes, in_channels=channels)
-    raise ValueError(f"unknown network {name!r}")
 
 
 def make_items(n: int, size: int, sets: int, classes: int, seed: int = 0) -> list[dict]:
@@ -65,7 +56,7 @@ def make_items(n: int, size: int, sets: int, classes: int, seed: int = 0) -> lis
 def run(args: argparse.Namespace, items: list[dict], folder: Path, with_faults: bool) -> float:
     """Seconds of ``trainer.run()`` for ``args.epochs`` epochs, checkpoints included."""
     torch.manual_seed(0)
-    network = make_network(args.network, 1, args.classes)
+    network = NETWORKS[args.network](num_outputs=args.classes, in_channels=1)
     strategy = build_strategy("l2v", num_sets=args.sets, num_outputs=args.classes, feature_dim=network.num_features,
                               label_sets=[f"set{m}" for m in range(args.sets)])
     optimizer = torch.optim.Adam(strategy.param_groups(network, 1e-4), lr=1e-4)
@@ -97,7 +88,7 @@ def run(args: argparse.Namespace, items: list[dict], folder: Path, with_faults: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--network", default="small_cnn", choices=["small_cnn", "resnet50"])
+    parser.add_argument("--network", default="small_cnn", choices=sorted(NETWORKS))
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--items", type=int, default=640)

@@ -17,19 +17,10 @@ import time
 import torch
 from monai.data import DataLoader, Dataset
 
+from l2v_monai.bundle_scripts.networks import NETWORKS
 from l2v_monai.strategies import build_strategy
 from l2v_monai.engine.trainer import LearningToVoteTrainer
 from l2v_monai.experiments.vote_variants import PRE_SPLIT_ANCHORED, VARIANTS, variant_options
-
-
-def make_network(name: str, channels: int, classes: int) -> torch.nn.Module:
-    from l2v_monai.bundle_scripts import networks
-
-    if name == "small_cnn":
-        return networks.SmallCNN(num_outputs=classes, in_channels=channels)
-    if name == "resnet50":
-        return networks.ResNet50Classifier(num_outputs=classes, in_channels=channels)
-    raise ValueError(f"unknown network {name!r}")
 
 
 # Bench names of the learning-to-vote settings: (strategy, its options). The anchored ones are the
@@ -54,7 +45,7 @@ def vote_setting(name: str) -> tuple[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", default="small_cnn", choices=["small_cnn", "resnet50"])
+    p.add_argument("--network", default="small_cnn", choices=sorted(NETWORKS))
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sets", type=int, default=5)
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     engines = {}
     for name in args.strategies:
         torch.manual_seed(0)
-        net = make_network(args.network, 1, args.classes).to(args.device)
+        net = NETWORKS[args.network](num_outputs=args.classes, in_channels=1).to(args.device)
         kind, options = vote_setting(name)
         strategy = build_strategy(kind, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features,
                                   multiclass=not args.multilabel, options=options)

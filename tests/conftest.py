@@ -70,6 +70,23 @@ def _hand_label(root: Path) -> Path:
     return out
 
 
+def _prepared_tree(root: Path) -> dict:
+    """A synthetic MIMIC-CXR tree under ``root`` (8 subjects, 2 studies each) and its ``datalist.json``, made
+    with ``l2v-prepare-mimic labelers``; returns the tree's facts and the datalist."""
+    from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
+
+    info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root),
+                    "--out", str(root / "datalist.json")], check=True, capture_output=True)
+    return {"info": info, "datalist": json.loads((root / "datalist.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def prepare_tree():
+    """A function that writes a prepared MIMIC-style tree into a folder (see ``_prepared_tree``)."""
+    return _prepared_tree
+
+
 @pytest.fixture(scope="session")
 def hand_label_tree():
     """A function that hand-labels a prepared MIMIC-style tree (``datalist.json`` beside it)."""
@@ -81,12 +98,7 @@ def hand_label_tree():
 def tree(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The synthetic MIMIC tree, its datalist, and an overlay that swaps in the tiny network."""
     root = tmp_path_factory.mktemp("mimic")
-    from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
-
-    make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root),
-                    "--out", str(root / "datalist.json")], check=True, capture_output=True)
-    assert len(json.loads((root / "datalist.json").read_text())["training"]) == 10  # 3 iterations per epoch
+    assert len(_prepared_tree(root)["datalist"]["training"]) == 10  # 3 iterations per epoch
     tiny = root / "tiny.json"
     tiny.write_text(json.dumps({"network_def": {"_target_": "tiny_nets.TinyNet", "num_outputs": "$len(@findings)",
                                                 "in_channels": 1}}))
@@ -106,14 +118,8 @@ def reference(tree: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def mimic(tmp_path_factory: pytest.TempPathFactory, hand_label_tree) -> dict:
     """A synthetic MIMIC tree, its datalist, a hand-labelled test set and report embeddings."""
     root = tmp_path_factory.mktemp("mimic")
-    from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
-
-    info = make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root), "--out", str(root / "datalist.json")],
-        check=True, capture_output=True,
-    )
-    datalist = json.loads((root / "datalist.json").read_text())
+    prepared = _prepared_tree(root)
+    info, datalist = prepared["info"], prepared["datalist"]
     hand_label_tree(root)
     from l2v_monai.data.report_embedding import EmbeddingCache, save_embedding_cache
 

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from bundle_copy import ROOT
-from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 SMALL = {"image_size": 64, "batch_size": 4, "num_workers": 0}
 
@@ -32,13 +31,10 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def mimic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def mimic(tmp_path_factory: pytest.TempPathFactory, prepare_tree) -> dict:
     """A synthetic MIMIC tree, its datalist, and an image folder of its training images named by dicom_id."""
     root = tmp_path_factory.mktemp("mimic")
-    make_mimic_tree(root, n_subjects=8, studies_per_subject=2)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_mimic.py"), "labelers", "--root", str(root),
-                    "--out", str(root / "datalist.json")], check=True, capture_output=True)
-    datalist = json.loads((root / "datalist.json").read_text())
+    datalist = prepare_tree(root)["datalist"]
     studies = tmp_path_factory.mktemp("studies")
     for item in datalist["training"]:
         shutil.copyfile(root / item["image"], studies / f"{item['dicom_id']}.jpg")

@@ -248,8 +248,13 @@ class SmallCNN(nn.Module):
         return self.head(self.features(image, report_embedding))
 
 
+#: The networks by the names configs and benchmarks use; each takes ``num_outputs`` and ``in_channels``.
+NETWORKS: dict[str, type[nn.Module]] = {"resnet50": ResNet50Classifier, "small_cnn": SmallCNN}
+
+
 __all__ = [
     "IMAGENET",
+    "NETWORKS",
     "RESNET50_FEATURES",
     "ResNet50Classifier",
     "SmallCNN",

@@ -29,7 +29,7 @@ def safe_file_stem(name: str) -> str:
     return stem or "finding"
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     # A bare Figure with an Agg canvas: no pyplot global state, no backend switching for the caller.
     backend = import_extra("matplotlib.backends.backend_agg", "eval", "ROC plots (plot_roc_curves)")
     figure_module = import_extra("matplotlib.figure", "eval", "ROC plots (plot_roc_curves)")
@@ -38,16 +38,22 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _draw_roc(axes, fpr: np.ndarray, tpr: np.ndarray, title: str, stats: Mapping[str, Any], label: str) -> None:
-    axes.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {stats['auc']:.3f})")
-    axes.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+def unit_square(axes, title: str, xlabel: str, ylabel: str, legend: str, legend_size: int = 7) -> None:
+    """Axes over [0, 1]² with equal scales, a small title, labels and legend: every per-finding panel."""
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.01)
     axes.set_aspect("equal")
-    axes.set_title(f"{title}\nn={stats['n']}, positives={stats['positives']}", fontsize=9)
-    axes.set_xlabel("false positive rate", fontsize=8)
-    axes.set_ylabel("true positive rate", fontsize=8)
-    axes.legend(loc="lower right", fontsize=7)
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel(xlabel, fontsize=8)
+    axes.set_ylabel(ylabel, fontsize=8)
+    axes.legend(loc=legend, fontsize=legend_size)
+
+
+def _draw_roc(axes, fpr: np.ndarray, tpr: np.ndarray, title: str, stats: Mapping[str, Any], label: str) -> None:
+    axes.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {stats['auc']:.3f})")
+    axes.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+    unit_square(axes, f"{title}\nn={stats['n']}, positives={stats['positives']}", "false positive rate",
+                "true positive rate", "lower right")
 
 
 def plot_roc_curves(
@@ -86,7 +92,7 @@ def plot_roc_curves(
         while stem in used_stems or stem == "all":  # distinct names may map to one stem
             stem += "_"
         used_stems.add(stem)
-        figure = _new_figure(4.0, 4.0)
+        figure = new_figure(4.0, 4.0)
         _draw_roc(figure.add_subplot(1, 1, 1), fpr, tpr, finding, stats, label)
         figure.tight_layout()
         path = out / f"{prefix}{stem}.png"
@@ -98,7 +104,7 @@ def plot_roc_curves(
     if grid and curves:
         cols = math.ceil(math.sqrt(len(curves)))
         rows = math.ceil(len(curves) / cols)
-        figure = _new_figure(3.2 * cols, 3.2 * rows)
+        figure = new_figure(3.2 * cols, 3.2 * rows)
         for i, (finding, fpr, tpr) in enumerate(curves, start=1):
             _draw_roc(figure.add_subplot(rows, cols, i), fpr, tpr, finding, result["per_finding"][finding], label)
         figure.tight_layout()

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2v_monai.evaluation.plots import _new_figure, safe_file_stem
+from l2v_monai.evaluation.plots import new_figure, safe_file_stem, unit_square
 from l2v_monai.extras import import_extra
 
 __all__ = ["plot_reliability", "plot_forest"]
@@ -31,7 +31,7 @@ def plot_reliability(
     for finding, stats in curves.items():
         if not stats.get("estimable"):
             continue
-        figure = _new_figure(4.0, 4.0)
+        figure = new_figure(4.0, 4.0)
         axes = figure.add_subplot(1, 1, 1)
         axes.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="perfectly calibrated")
         series = [("as trained", stats, "o-")]
@@ -40,13 +40,7 @@ def plot_reliability(
         for label, s, style in series:
             axes.plot(s["curve"]["predicted"], s["curve"]["observed"], style, ms=3,
                       label=f"{label}: ECE {s['ece']:.3f}, Brier {s['brier']:.3f}")
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1)
-        axes.set_aspect("equal")
-        axes.set_title(f"{finding} (n={stats['n']})", fontsize=9)
-        axes.set_xlabel("mean predicted probability", fontsize=8)
-        axes.set_ylabel("observed rate", fontsize=8)
-        axes.legend(loc="upper left", fontsize=6)
+        unit_square(axes, f"{finding} (n={stats['n']})", "mean predicted probability", "observed rate", "upper left", 6)
         figure.tight_layout()
         path = out / f"reliability_{safe_file_stem(finding)}.png"
         figure.savefig(path, format="png")
@@ -58,7 +52,7 @@ def plot_forest(rows: Sequence[tuple[str, float, float, float, str]], path: str 
     """A forest plot of ``(label, difference, low, high, note)`` rows: ΔAUC with its interval, 0 marked."""
     import_extra("matplotlib", "eval", "forest plots")
     rows = [r for r in rows if not math.isnan(r[1])]
-    figure = _new_figure(7.0, 0.35 * len(rows) + 1.3)
+    figure = new_figure(7.0, 0.35 * len(rows) + 1.3)
     axes = figure.add_subplot(1, 1, 1)
     for i, (label, diff, low, high, note) in enumerate(reversed(rows)):
         bold = label.startswith("Macro")

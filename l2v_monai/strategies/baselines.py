@@ -264,16 +264,29 @@ def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, mu
     least ``min_confidence``. ``majority``: the majority label where at least that fraction of
     the available sets agree (``1.0`` = unanimous; ``0.5`` = every entry, ties → 1).
     ``dawid_skene_posterior``: the posterior probability itself on every entry (multi-label;
-    ``min_confidence`` unused), a soft anchor.
+    ``min_confidence`` unused), a soft anchor. ``dawid_skene_else_majority``: the confident
+    Dawid–Skene decision where there is one, the majority vote elsewhere (a tie is 0.5 for
+    multi-label sets, the expectation of a random tie; the first tied class for one-hot sets):
+    a label on every entry, the control that tells a vote's gain from its anchor's.
     """
     labels = np.asarray(labels, dtype=np.float32)
     s, m, n = labels.shape
+    if method == "dawid_skene_else_majority":
+        confident = DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
+        majority = consensus_targets(labels, "majority", 0.0, multiclass)
+        if not multiclass:
+            present = ~np.isnan(labels)
+            pos = (np.nan_to_num(labels) * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+            majority = np.where(np.isclose(pos, 0.5), np.float32(0.5), majority).astype(np.float32)
+        decided = ~np.isnan(confident).any(axis=1, keepdims=True) if multiclass else ~np.isnan(confident)
+        return np.where(decided, confident, majority).astype(np.float32)
     if method == "dawid_skene":
         return DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
     if method == "dawid_skene_posterior":
         return DawidSkene(multiclass=multiclass).posterior(labels)
     if method != "majority":
-        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene, dawid_skene_posterior or majority")
+        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene, dawid_skene_posterior, "
+                         "dawid_skene_else_majority or majority")
     present = ~np.isnan(labels)
     values = np.nan_to_num(labels)
     if multiclass:

@@ -90,3 +90,36 @@ def test_confident_dawid_skene_else_majority_labels_every_entry() -> None:
     assert np.array_equal(both[~np.isnan(ds)], ds[~np.isnan(ds)])
     ties = np.isclose(sets.mean(axis=1), 0.5) & np.isnan(ds)
     assert (both[ties] == 0.5).all()
+
+
+def test_overrule_keeps_majority_vote_until_warm_and_on_unanimous_entries() -> None:
+    import torch
+
+    from l2v_monai.strategies import build_strategy
+
+    s = build_strategy("overrule", num_sets=4, num_outputs=2, feature_dim=4, options={"overrule": {"ties": "positive", "warmup": 1}})
+    labels = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])  # finding 0 tied, finding 1 contested 3:1
+    sure_negative = torch.tensor([[-6.0, -6.0]])
+    first = s({"labels": labels}, sure_negative, None, None)
+    assert first.target.tolist() == [[1.0, 1.0]]  # warm-up: majority vote, ties → 1
+    second = s({"labels": labels}, sure_negative, None, None)
+    assert second.target.tolist() == [[0.0, 0.0]]  # contested entries: the confident model decides
+    unanimous = torch.ones(1, 4, 2)
+    assert s({"labels": unanimous}, sure_negative, None, None).target.tolist() == [[1.0, 1.0]]
+    unsure = s({"labels": labels}, torch.zeros(1, 2), None, None)
+    assert unsure.target.tolist() == [[1.0, 1.0]]  # not confident: majority vote
+
+
+def test_overrule_picks_only_a_class_some_set_gave_for_one_hot_sets() -> None:
+    import torch
+
+    from l2v_monai.strategies import build_strategy
+
+    s = build_strategy("overrule", num_sets=3, num_outputs=3, feature_dim=4, multiclass=True,
+                       options={"overrule": {"warmup": 0}})
+    eye = torch.eye(3)
+    labels = torch.stack([eye[0], eye[0], eye[1]])[None]  # contested: 0, 0, 1
+    to_class1 = s({"labels": labels}, torch.tensor([[-9.0, 9.0, -9.0]]), None, None)
+    assert to_class1.target.argmax(1).tolist() == [1]
+    to_class2 = s({"labels": labels}, torch.tensor([[-9.0, -9.0, 9.0]]), None, None)
+    assert to_class2.target.argmax(1).tolist() == [0]  # nobody said 2: majority vote stays

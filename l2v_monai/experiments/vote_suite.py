@@ -82,6 +82,8 @@ STRATEGIES: dict[str, tuple[str, Callable[[int, str], dict[str, Any]], str]] = {
                           "control: Dawid–Skene ≥ 0.999, the rest masked (the default's anchor alone)"),
     "ctrl_ds_else_mv": ("consensus", lambda s, k: {"consensus": "dawid_skene_else_majority", "min_confidence": 0.999},
                         "control: Dawid–Skene where ≥ 0.999, majority vote elsewhere"),
+    "overrule": ("overrule", lambda s, k: {**_mv(s, k), "confidence": 0.9, "warmup": 200},
+                 "candidate: majority vote, contested entries overruled by the model's confident prediction"),
     "l2v_ds09": ("l2v", _vote("abl_anchor_ds_09"), "candidate: the default vote with the anchor at posterior ≥ 0.9"),
     "l2v_previous_cifar10": ("l2v", _vote("l2v_previous_cifar10"), "previous cifar10.json vote (meta, DS ≥ 0.9, virtual step)"),
     "l2v_paper": ("l2v", lambda s, k: {"variant": "paper", "feedback": "features", "seed": s}, "the paper's method (variant: paper)"),

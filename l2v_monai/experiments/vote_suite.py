@@ -305,11 +305,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             row: dict[str, Any] = {"mean": statistics.fmean(scores.values()), "units": len(scores)}
             row["vs_mv"] = paired_interval(scores, mv) if mv and name != "mv" else None
             row["vs_ds"] = paired_interval(scores, ds) if ds and name != "dawid_skene" else None
-            if mv and ds and name not in ("truth",):
+            image_regime = CELLS.get(cell, ("",))[0] == "img"
+            # "Above both" cannot hold for MV or DS themselves; on image-regime cells they are the references only.
+            if mv and ds and name != "truth" and not (image_regime and name in REFERENCES):
                 shared = sorted(set(scores) & set(mv) & set(ds))
                 if shared:
                     row["rule"] = rule_outcome(statistics.fmean(scores[u] for u in shared), statistics.fmean(mv[u] for u in shared),
-                                               statistics.fmean(ds[u] for u in shared), CELLS.get(cell, ("",))[0] == "img")
+                                               statistics.fmean(ds[u] for u in shared), image_regime)
             out[cell][name] = row
     return out
 

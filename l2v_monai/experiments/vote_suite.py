@@ -341,6 +341,24 @@ def table(summary: dict[str, dict[str, Any]], runs: list[dict[str, Any]], header
     return "\n".join(lines) + "\n"
 
 
+def rule_matrix(summary: dict[str, dict[str, Any]]) -> str:
+    """One row per cell, one column per strategy: the mean and the rule's outcome (✓ pass, ✗ fail, ref: MV/DS on image cells)."""
+    names = [n for n in STRATEGIES if any(n in row for row in summary.values())]
+    lines = ["| cell | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for cell in sorted(summary, key=lambda c: list(CELLS).index(c) if c in CELLS else 99):
+        cells = []
+        for name in names:
+            row = summary[cell].get(name)
+            if row is None:
+                cells.append("")
+                continue
+            rule = row.get("rule")
+            mark = "" if name == "truth" else " ref" if rule is None else " ✓" if rule[0] else " ✗"
+            cells.append(f"{row['mean']:.3f}{mark}")
+        lines.append(f"| {cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def read_runs(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -393,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"Robustness suite, {phase} seeds {', '.join(map(str, seeds))}. Last command:", "", f"    {command}", "",
               "Δ: paired mean difference in points (accuracy or mean AUC × 100) with a seeded bootstrap 95 % interval over "
               "(seed, fold) units. Rule: no more than 0.5 point below the better of MV and DS; on img_* cells also above both.", ""]
-    args.out.write_text(table(summary, runs, header))
+    args.out.write_text(table(summary, runs, header) + "\nThe rule per cell (mean; ✓ passes, ✗ fails):\n\n" + rule_matrix(summary))
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     print(args.out.read_text())
     return 0

@@ -108,3 +108,39 @@ def test_unknown_or_empty_vote_inputs_are_refused() -> None:
         AnchoredVote(num_sets=2, feature_dim=4, num_outputs=1, inputs=["features", "gradients"])
     with pytest.raises(ValueError, match="vote inputs"):
         AnchoredVote(num_sets=2, feature_dim=4, num_outputs=1, inputs=[])
+
+
+
+def _trained_on_pictures_of_the_truth(seed: int = 2):
+    """The default vote trained on report-like sets whose pictures show the truth; (output, anchor, sets, truth)."""
+    torch.manual_seed(0)
+    sets, truth = report_like_sets(256, seed=seed)
+    net = CountingNet(num_outputs=2)
+    strategy = _default_strategy(net, 4, 2)
+    anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets([{"labels": s} for s in sets], strategy)]))
+    level = torch.from_numpy(truth[:, 0] + 2 * truth[:, 1]).view(-1, 1, 1, 1)
+    image = level.expand(-1, 1, 6, 6) + 0.1 * torch.rand(256, 1, 6, 6)
+    out = train_steps(strategy, net, image, torch.from_numpy(sets), anchor)
+    return out, anchor, sets, torch.from_numpy(truth)
+
+
+def test_default_refined_labels_are_at_least_as_accurate_as_its_anchor_where_it_decides() -> None:
+    """A vote that drifts from its anchor (or ignores it) fails this: on the anchored entries the
+    refined labels are as accurate as the anchor's, within 1 point."""
+    out, anchor, _, truth = _trained_on_pictures_of_the_truth()
+    has = ~torch.isnan(anchor)
+    anchor_acc = (anchor[has] == truth[has]).float().mean()
+    assert ((out.target == truth).float()[has]).mean() >= anchor_acc - 0.01
+
+
+@pytest.mark.xfail(strict=True, reason="measured: the default vote's refined labels on the entries its anchor leaves "
+                   "open are right 0.57 of the time here, majority vote with ties → 1 0.75, although the pictures "
+                   "show the truth (docs/vote.md); a default that uses the picture must turn this into a pass")
+def test_default_refined_labels_beat_majority_vote_where_the_anchor_is_silent() -> None:
+    """On the contested entries (anchor NaN) the probe reads a picture that shows the truth, so a vote
+    that uses it must beat majority vote with ties → 1 there."""
+    out, anchor, sets, truth = _trained_on_pictures_of_the_truth()
+    contested = torch.isnan(anchor)
+    assert contested.sum() >= 10  # the seeded case leaves the anchor something to miss
+    mv_ties1 = (torch.from_numpy(sets).mean(dim=1) >= 0.5).float()
+    assert (out.target == truth).float()[contested].mean() > (mv_ties1[contested] == truth[contested]).float().mean()

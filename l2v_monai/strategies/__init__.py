@@ -15,6 +15,7 @@ Baselines (:mod:`~l2v_monai.strategies.baselines`):
 * ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit), fitted once before training.
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
 * ``consensus`` — only the entries where the sets confidently agree (unanimous by default).
+* ``overrule`` — majority vote, overruled on contested entries by the model's confident prediction.
 
 Learning-to-vote (:mod:`~l2v_monai.strategies.learning_to_vote`, the math in :mod:`l2v_monai.strategies.vote`):
 
@@ -38,6 +39,7 @@ from l2v_monai.strategies.baselines import (
     FittedTargets,
     MajorityVote,
     MeanLabel,
+    ModelOverrule,
     SingleLabelSet,
     consensus_targets,
 )
@@ -48,7 +50,7 @@ __all__ = [*base.__all__, *baselines.__all__, *learning_to_vote.__all__, "STRATE
 #: ``label_strategy`` → its class (``l2v``: the base of the vote variants, picked by ``variant``).
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, LearningToVote)
+    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, ModelOverrule, LearningToVote)
 }
 
 

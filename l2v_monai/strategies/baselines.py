@@ -7,6 +7,8 @@
 * ``dawid_skene`` — Dawid–Skene aggregation (crowd-kit, imported only when fitted), fitted once before training.
 * ``cm`` — Tanno et al. (2019): a learnable confusion matrix per annotator.
 * ``consensus`` — only the entries where the sets confidently agree (unanimous by default).
+* ``overrule`` — majority vote, except on entries the sets contest, where the model's own confident
+  prediction (after a warm-up) decides: self-training restricted to contested entries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "ConfusionMatrices",
     "consensus_targets",
     "Consensus",
+    "ModelOverrule",
 ]
 
 
@@ -264,16 +267,29 @@ def consensus_targets(labels: np.ndarray, method: str, min_confidence: float, mu
     least ``min_confidence``. ``majority``: the majority label where at least that fraction of
     the available sets agree (``1.0`` = unanimous; ``0.5`` = every entry, ties → 1).
     ``dawid_skene_posterior``: the posterior probability itself on every entry (multi-label;
-    ``min_confidence`` unused), a soft anchor.
+    ``min_confidence`` unused), a soft anchor. ``dawid_skene_else_majority``: the confident
+    Dawid–Skene decision where there is one, the majority vote elsewhere (a tie is 0.5 for
+    multi-label sets, the expectation of a random tie; the first tied class for one-hot sets):
+    a label on every entry, the control that tells a vote's gain from its anchor's.
     """
     labels = np.asarray(labels, dtype=np.float32)
     s, m, n = labels.shape
+    if method == "dawid_skene_else_majority":
+        confident = DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
+        majority = consensus_targets(labels, "majority", 0.0, multiclass)
+        if not multiclass:
+            present = ~np.isnan(labels)
+            pos = (np.nan_to_num(labels) * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+            majority = np.where(np.isclose(pos, 0.5), np.float32(0.5), majority).astype(np.float32)
+        decided = ~np.isnan(confident).any(axis=1, keepdims=True) if multiclass else ~np.isnan(confident)
+        return np.where(decided, confident, majority).astype(np.float32)
     if method == "dawid_skene":
         return DawidSkene(multiclass=multiclass).aggregate(labels, min_confidence=min_confidence)
     if method == "dawid_skene_posterior":
         return DawidSkene(multiclass=multiclass).posterior(labels)
     if method != "majority":
-        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene, dawid_skene_posterior or majority")
+        raise ValueError(f"unknown consensus {method!r}; choose dawid_skene, dawid_skene_posterior, "
+                         "dawid_skene_else_majority or majority")
     present = ~np.isnan(labels)
     values = np.nan_to_num(labels)
     if multiclass:
@@ -309,3 +325,56 @@ class Consensus(FittedTargets):
 
     def aggregate(self, labels: np.ndarray) -> np.ndarray:
         return consensus_targets(labels, self.consensus, self.min_confidence, self.multiclass)
+
+
+class ModelOverrule(Strategy):
+    """Majority vote, overruled on contested entries by the model's own confident prediction.
+
+    Where the label sets disagree on an entry (a finding, or a sample's class), and after
+    ``warmup`` training steps the model's detached prediction is confident (probability of its
+    decision ≥ ``confidence``), the model's decision is the target; everywhere else it is majority
+    vote (``ties`` as in :class:`MajorityVote`). For one-hot data the model may only pick a class
+    that some set gave. Unanimous entries are never overruled. It is hard bootstrapping (Reed et al.,
+    2015, "Training deep neural networks on noisy labels with bootstrapping") restricted to the
+    entries the sets contest, so what the model sees in each sample decides which set to trust
+    there. No extra forward pass: it reads the step's own logits.
+    """
+
+    name = "overrule"
+
+    def __init__(self, multiclass: bool = False, seed: int = 0, ties: str = "random", confidence: float = 0.9,
+                 warmup: int = 200) -> None:
+        super().__init__(multiclass)
+        check_ties(ties, multiclass)
+        if not 0.5 < confidence <= 1.0:
+            raise ValueError(f"confidence must lie in (0.5, 1], got {confidence}")
+        self.ties, self.confidence, self.warmup = ties, float(confidence), int(warmup)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def overrule_mask(self, labels: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(use, decision)``: where the model's decision replaces majority vote, and that decision (``B × N``)."""
+        values, mask = split_labels(labels)
+        logits = logits.detach().float()
+        if self.multiclass:
+            counts = (values * mask).sum(dim=1)  # B × K
+            total = mask[..., 0].sum(dim=1)
+            probs = torch.softmax(logits, dim=1)
+            conf, choice = probs.max(dim=1)
+            allowed = counts.gather(1, choice[:, None])[:, 0] > 0
+            use = (counts.max(dim=1).values < total) & (conf >= self.confidence) & allowed
+            decision = F.one_hot(choice, logits.shape[1]).to(values.dtype)
+            return use[:, None].expand_as(decision), decision
+        n, pos = mask.sum(dim=1), (values * mask).sum(dim=1)
+        p = torch.sigmoid(logits)
+        use = (pos > 0) & (pos < n) & ((p >= self.confidence) | (p <= 1.0 - self.confidence))
+        return use, (p >= 0.5).to(values.dtype)
+
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
+        target = majority_vote(batch["labels"], self.multiclass, self.generator, self.ties)
+        if int(self.steps) >= self.warmup:
+            use, decision = self.overrule_mask(batch["labels"], logits)
+            target = torch.where(use, decision.to(target.dtype), target)
+        if torch.is_grad_enabled():
+            self.steps += 1
+        return self._fixed_target_output(logits, trust_hand(batch, target))

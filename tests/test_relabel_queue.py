@@ -77,7 +77,7 @@ def test_score_definitions_on_hand_computed_entries() -> None:
     assert finding_scores("model_vs_vote", ev, ALL_METHODS)[:, 0] == pytest.approx([0.5, 0.1, 0.1])
     # Hand-labelled entries score 0; a fully hand-labelled image drops out of the queue.
     hand = np.array([[1.0], [np.nan], [np.nan]])
-    per_image, _ = queue_scores(QueueEvidence(labels, ev.ds_posterior, ev.vote, ev.model, hand), "expected_error")
+    per_image, _ = queue_scores(QueueEvidence(labels, ev.ds_posterior, ev.vote, ev.model, hand), "contested_expected_error")
     assert per_image[0] == -np.inf and 0 not in top_n(per_image, 3).tolist()
 
 
@@ -227,10 +227,14 @@ def test_script_exports_without_a_run_and_imports_back(tmp_path: Path, capsys) -
     document = json.loads((tmp_path / "hand.json").read_text())
     labelled = [it for it in document["training"] if it["label"] != [None, None, None]]
     assert len(labelled) == 1 and labelled[0]["image"] == template[1][0] and labelled[0]["label"] == [1.0, 0.0, None]
-    # The queue skips fully hand-labelled images, and a model-based score without a run is a clear error.
+    # A score calibrated on an audit, on a datalist with no hand labels yet, is a clear error.
     with pytest.raises(SystemExit):
-        script.main(["--datalist", str(source), "--score", "model_entropy", "--n", "4", "--out", str(tmp_path / "q2")])
-    assert "needs the model" in capsys.readouterr().err
+        script.main(["--datalist", str(source), "--score", "calibrated_error", "--n", "4", "--out", str(tmp_path / "q2")])
+    assert "needs the hand" in capsys.readouterr().err
+    # Research scores are not the queue's to offer.
+    with pytest.raises(SystemExit):
+        script.main(["--datalist", str(source), "--score", "model_entropy", "--n", "4", "--out", str(tmp_path / "q3")])
+    assert "invalid choice: 'model_entropy'" in capsys.readouterr().err
 
 
 # --- template → datalist → strategies: every strategy trusts the hand labels ---------------------------

@@ -134,7 +134,7 @@ def test_app_retrains_from_final_labels_and_serves_the_queue(app, mimic: dict, t
     print(f"\nround 1 (from scratch): {first['seconds']} s")
     assert first["started_from"] is None and first["hand_labels"]["imported"] == {"training": 3}
     assert (models / "model.pt").is_file() and (models / "checkpoint.pt").is_file()
-    assert not [p for p in models.iterdir() if p.name.startswith(".")]  # no staging folder left
+    assert not [p for p in models.iterdir() if p.name.startswith(".round")]  # no staging folder left
     # The hand labels reached the items the bundle trained on (its datalist's training split).
     from l2v_monai.data.datalist import read_datalist
 
@@ -217,7 +217,7 @@ def test_a_failed_round_leaves_the_previous_model_serving(app, mimic: dict, monk
     assert any("injected failure" in text for text in causes)
     monkeypatch.undo()
     assert {name: _sha(models / name) for name in ("model.pt", "checkpoint.pt")} == before
-    assert not [p for p in models.iterdir() if p.name.startswith(".")]
+    assert not [p for p in models.iterdir() if p.name.startswith(".round")]
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert state["head.weight"].shape == (14, 2048)
     again = app.infer({"model": MODEL, "image": mimic["datalist"]["training"][0]["dicom_id"], "device": "cpu"})

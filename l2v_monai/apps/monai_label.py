@@ -154,7 +154,9 @@ class HandLabelBundleTrainTask(BundleTrainTask):
         # replaced train#dataset#data would skip.
         overrides.pop(self.const.key_train_dataset_data(), None)
         overrides.pop(self.const.key_validate_dataset_data(), None)
-        handlers = [h for h in overrides.get(self.const.key_train_handlers(), []) if h.get("_target_") != "CheckpointLoader"]
+        # Handlers are blocks or references ("@train#..."); only a stock CheckpointLoader block is replaced.
+        handlers = [h for h in overrides.get(self.const.key_train_handlers(), [])
+                    if not (isinstance(h, Mapping) and h.get("_target_") == "CheckpointLoader")]
         started_from = None
         if self._start is not None:
             start = self._staging / _START_FILE

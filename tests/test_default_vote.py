@@ -70,15 +70,8 @@ def test_default_step_has_no_virtual_step_and_trains_toward_its_hard_target() ->
 
 def test_default_vote_learns_to_follow_its_anchor_on_a_seeded_case() -> None:
     """After training, the refined labels agree with the anchor wherever it has a value."""
-    torch.manual_seed(0)
-    sets, truth = report_like_sets(256, seed=1)
-    net = CountingNet(num_outputs=2)
-    strategy = _default_strategy(net, 4, 2)
-    anchor = torch.from_numpy(np.stack([it["target"] for it in attach_targets([{"labels": s} for s in sets], strategy)]))
     # Images whose brightness encodes the truth (finding 0 → +1, finding 1 → +2), so the probe has something to read.
-    level = torch.from_numpy(truth[:, 0] + 2 * truth[:, 1]).view(-1, 1, 1, 1)
-    image = level.expand(-1, 1, 6, 6) + 0.1 * torch.rand(256, 1, 6, 6)
-    out = train_steps(strategy, net, image, torch.from_numpy(sets), anchor)
+    out, anchor, _, _ = _trained_on_pictures_of_the_truth(seed=1)
     has = ~torch.isnan(anchor)
     assert (out.target[has] == anchor[has]).float().mean() > 0.98
 

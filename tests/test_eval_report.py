@@ -12,6 +12,7 @@ import pytest
 from l2v_monai.bundle_scripts.decisions import load_calibration, load_thresholds
 from l2v_monai.cli import compare as compare_cli
 from l2v_monai.cli import evaluate as evaluate_cli
+from l2v_monai.evaluation.hand_set import read_predictions
 
 FINDINGS = ["Atelectasis", "Edema", "Fracture"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -136,10 +137,10 @@ def test_compare_refuses_a_run_missing_items(tmp_path: Path, capsys) -> None:
 def test_predictions_with_calls_are_read_by_their_probabilities(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_text(f"{tmp_path / 'x.png'},0.1,0.7,0.2,0,1,0\n")
-    assert evaluate_cli.read_predictions(path, 3)[str((tmp_path / "x.png").resolve())].tolist() == [0.1, 0.7, 0.2]
+    assert read_predictions(path, 3)[str((tmp_path / "x.png").resolve())].tolist() == [0.1, 0.7, 0.2]
     path.write_text(f"{tmp_path / 'x.png'},0.1,0.7\n")
     with pytest.raises(ValueError, match="p.csv, line 1: expected an image path and 3 probabilities"):
-        evaluate_cli.read_predictions(path, 3)
+        read_predictions(path, 3)
 
 
 def test_inference_names_datalist_images_by_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

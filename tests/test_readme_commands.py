@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from bundle_runs import SMALL
 from l2v_monai.experiments.synthetic_mimic import make_mimic_tree
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_TRAINING = ["--image_size", "64", "--batch_size", "4", "--epochs", "1", "--num_workers", "0"]
 SMALL_INFERENCE = ["--image_size", "64", "--num_workers", "0"]
 MISSION_LINE = "python -m monai.bundle run training --config_file bundle/configs/train.json --dataset_dir /data/mimic-cxr-jpg"
 
@@ -74,7 +74,7 @@ def _as_run_here(line: str, paths: dict[str, Path]) -> list[str]:
     if argv[0] == "torchrun":
         argv[1:1] = ["--master_port=29541"]
     if "run" in argv and "training" in argv or "evaluate.json" in line:
-        argv += SMALL_TRAINING
+        argv += SMALL
     elif "inference.json" in line and "ckpt_export" not in argv:
         argv += SMALL_INFERENCE
     return argv
@@ -110,7 +110,7 @@ def test_a_bundle_root_without_scripts_keeps_a_run_apart(workspace: dict[str, Pa
                         str(workspace["data"] / "datalist.json")], check=True, capture_output=True, env=_env())
     run = tmp_path / "runs" / "a"
     argv = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundle/configs/train.json",
-            "--dataset_dir", str(workspace["data"]), "--bundle_root", str(run), *SMALL_TRAINING]
+            "--dataset_dir", str(workspace["data"]), "--bundle_root", str(run), *SMALL]
     proc = subprocess.run(argv, cwd=repo, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (run / "models" / "model.pt").is_file() and not (run / "scripts").exists()
@@ -122,7 +122,7 @@ def test_a_config_outside_any_bundle_stops_with_one_line_naming_the_fix(workspac
     loose.mkdir()
     shutil.copy(workspace["repo"] / "bundle" / "configs" / "train.json", loose / "train.json")
     argv = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(loose / "train.json"),
-            "--dataset_dir", str(workspace["data"]), "--bundle_root", str(tmp_path / "out"), *SMALL_TRAINING]
+            "--dataset_dir", str(workspace["data"]), "--bundle_root", str(tmp_path / "out"), *SMALL]
     proc = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert re.search(r"no bundle scripts/ folder in .*out or .*loose: give --config_file from the bundle's configs/", proc.stderr)

@@ -99,7 +99,7 @@ def calls(probabilities: Any, thresholds: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(thresholds), -1, out)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
 
@@ -109,9 +109,9 @@ def apply_map(method: str, parameters: Mapping[str, Any] | None, p: np.ndarray) 
     if parameters is None:
         return p
     if method == "platt":
-        return 1.0 / (1.0 + np.exp(-(parameters["a"] * _logit(p) + parameters["b"])))
+        return 1.0 / (1.0 + np.exp(-(parameters["a"] * logit(p) + parameters["b"])))
     if method == "temperature":
-        return 1.0 / (1.0 + np.exp(-_logit(p) / parameters["temperature"]))
+        return 1.0 / (1.0 + np.exp(-logit(p) / parameters["temperature"]))
     if method == "isotonic":
         # Isotonic regression predicts by linear interpolation between its fitted steps, clipped at the ends.
         return np.interp(p, np.asarray(parameters["x"], dtype=np.float64), np.asarray(parameters["y"], dtype=np.float64))

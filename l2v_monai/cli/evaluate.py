@@ -22,22 +22,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from l2v_monai.bundle_scripts.decisions import CALIBRATION_METHODS
 from l2v_monai.evaluation import evaluate_predictions
 from l2v_monai.evaluation.bootstrap import DEFAULT_RESAMPLES
-from l2v_monai.evaluation.hand_set import check_positives, match_predictions, patient_ids, read_hand_set
-from l2v_monai.evaluation.hand_set import read_predictions as _read_predictions
+from l2v_monai.evaluation.hand_set import check_positives, match_predictions, patient_ids, read_hand_set, read_predictions
 from l2v_monai.evaluation.operating_points import DEFAULT_FOLDS, parse_rule
 from l2v_monai.evaluation.report import hospital_report
 from l2v_monai.evaluation.subgroups import SUBGROUP_COLUMNS, check_metadata
 from l2v_monai.extras import MissingExtraError
-
-
-def read_predictions(path: Path, num_findings: int) -> dict[str, np.ndarray]:
-    """``{image path: probabilities}`` from a predictions CSV (see :func:`l2v_monai.evaluation.hand_set.read_predictions`)."""
-    return _read_predictions(path, num_findings)
 
 
 def add_statistics_arguments(p: argparse.ArgumentParser) -> None:

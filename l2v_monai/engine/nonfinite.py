@@ -16,7 +16,7 @@ import math
 import torch
 from ignite.engine import Engine, Events
 
-from l2v_monai.engine.progress import _loss_values
+from l2v_monai.engine.progress import loss_values
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss", "non_finite_error"]
 
@@ -56,7 +56,7 @@ class StopOnNonFiniteLoss:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        terms = _loss_values(engine.state.output)
+        terms = loss_values(engine.state.output)
         if not terms:
             return
         device = next((v.device for v in terms.values() if isinstance(v, torch.Tensor)), None)

@@ -19,14 +19,14 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["loss_terms", "EpochLossMeans", "ProgressBar"]
+__all__ = ["loss_terms", "loss_values", "EpochLossMeans", "ProgressBar"]
 
 
 def _is_loss_key(key: str) -> bool:
     return key == "loss" or key.endswith("_loss")
 
 
-def _loss_values(output: Any) -> dict[str, Any]:
+def loss_values(output: Any) -> dict[str, Any]:
     """``loss`` and every one-number ``*_loss`` entry of a trainer's output, as they are (tensors stay on
     their device); a decollated output (a list of per-item dicts, each with the batch loss) is read
     from its first item."""
@@ -47,8 +47,8 @@ def _loss_values(output: Any) -> dict[str, Any]:
 
 
 def loss_terms(output: Any, prefix: str = "train_") -> dict[str, float]:
-    """``{"train_loss": ..., "train_model_loss": ..., ...}`` from a trainer's output dict (see :func:`_loss_values`)."""
-    return {f"{prefix}{key}": float(value) for key, value in _loss_values(output).items()}
+    """``{"train_loss": ..., "train_model_loss": ..., ...}`` from a trainer's output dict (see :func:`loss_values`)."""
+    return {f"{prefix}{key}": float(value) for key, value in loss_values(output).items()}
 
 
 def _plain_name(name: Any) -> str:
@@ -90,7 +90,7 @@ class EpochLossMeans:
         self.counts = {name: int(n) for name, n in state_dict.get("counts", {}).items()}
 
     def update(self, engine: Engine) -> None:
-        for name, value in _loss_values(engine.state.output).items():
+        for name, value in loss_values(engine.state.output).items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value
             self.counts[name] = self.counts.get(name, 0) + 1
 

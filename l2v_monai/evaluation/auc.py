@@ -33,7 +33,7 @@ SKIP_ONLY_POSITIVES = "only positives"
 SKIP_ONLY_NEGATIVES = "only negatives"
 
 
-def _skip_reason(n: int, positives: int) -> str | None:
+def skip_reason(n: int, positives: int) -> str | None:
     if n == 0:
         return SKIP_NO_LABELS
     if positives == n:
@@ -51,7 +51,7 @@ def _auc_by_finding(y_true: np.ndarray, y_score: np.ndarray, findings: Sequence[
         present = ~np.isnan(y_true[:, col]) & ~np.isnan(y_score[:, col])
         labels, scores = y_true[present, col], y_score[present, col]
         n, positives = int(labels.size), int((labels == 1).sum())
-        reason = _skip_reason(n, positives)
+        reason = skip_reason(n, positives)
         auc = math.nan if reason else float(roc_auc_score(labels, scores))
         per_finding[finding] = {"auc": auc, "n": n, "positives": positives, "negatives": n - positives, "skipped": reason}
         if reason:

@@ -22,8 +22,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from l2v_monai.bundle_scripts.decisions import CALIBRATION_METHODS, _logit, calibrate
-from l2v_monai.evaluation.auc import _skip_reason
+from l2v_monai.bundle_scripts.decisions import CALIBRATION_METHODS, logit, calibrate
+from l2v_monai.evaluation.auc import skip_reason
 from l2v_monai.evaluation.intervals import NOT_ESTIMABLE, check_inputs
 
 __all__ = ["DEFAULT_BINS", "expected_calibration_error", "calibration_summary", "fit_map", "fit_calibration", "calibrate"]
@@ -57,7 +57,7 @@ def calibration_summary(y_true: Any, y_prob: Any, findings: Sequence[str], n_bin
     for col, finding in enumerate(findings):
         present = ~np.isnan(truth[:, col])
         labels, p = truth[present, col], scores[present, col]
-        reason = _skip_reason(int(labels.size), int(labels.sum()))
+        reason = skip_reason(int(labels.size), int(labels.sum()))
         if reason == "no labels":
             out[finding] = {"estimable": False, "reason": f"{NOT_ESTIMABLE}: {reason}"}
             continue
@@ -75,7 +75,7 @@ def calibration_summary(y_true: Any, y_prob: Any, findings: Sequence[str], n_bin
 
 def fit_map(method: str, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """Fit one finding's map (parameters as saved in ``calibration.json``)."""
-    z = _logit(probabilities)
+    z = logit(probabilities)
     if method == "platt":
         # scikit-learn's default L2 penalty (C = 1): on a few hundred items it is nearly the maximum-likelihood
         # fit, and on a tiny or separable set it keeps the slope finite instead of a step from 0 to 1.
@@ -109,7 +109,7 @@ def fit_calibration(y_true: Any, y_prob: Any, findings: Sequence[str], method: s
     for col, finding in enumerate(findings):
         present = ~np.isnan(truth[:, col])
         labels = truth[present, col]
-        reason = _skip_reason(int(labels.size), int(labels.sum()))
+        reason = skip_reason(int(labels.size), int(labels.sum()))
         if reason:
             maps[finding], skipped[finding] = None, f"{NOT_ESTIMABLE}: {reason}"
         else:

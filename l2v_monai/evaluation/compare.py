@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from l2v_monai.evaluation.auc import _skip_reason
+from l2v_monai.evaluation.auc import skip_reason
 from l2v_monai.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_aucs, percentile_interval, resample_plan
 from l2v_monai.evaluation.delong import delong_paired_test
 from l2v_monai.evaluation.intervals import NOT_ESTIMABLE, check_inputs
@@ -83,7 +83,7 @@ def compare_runs(
         scores.append(matrix)
     assert truth is not None
     plan = resample_plan(truth.shape[0], groups, n_resamples, seed)
-    estimable = [c for c in range(len(findings)) if not _skip_reason(int((~np.isnan(truth[:, c])).sum()),
+    estimable = [c for c in range(len(findings)) if not skip_reason(int((~np.isnan(truth[:, c])).sum()),
                                                                      int(np.nansum(truth[:, c])))]
     resampled = bootstrap_aucs(truth, scores, plan, estimable) if estimable else None  # runs × findings × B
 
@@ -93,7 +93,7 @@ def compare_runs(
         for col, finding in enumerate(findings):
             present = ~np.isnan(truth[:, col])
             labels = truth[present, col]
-            reason = _skip_reason(int(labels.size), int(labels.sum()))
+            reason = skip_reason(int(labels.size), int(labels.sum()))
             row: dict[str, Any] = {"n": int(labels.size), "positives": int(labels.sum())}
             if reason:
                 row.update(estimable=False, reason=f"{NOT_ESTIMABLE}: {reason}")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from l2v_monai.evaluation.auc import _skip_reason
+from l2v_monai.evaluation.auc import skip_reason
 from l2v_monai.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_aucs, percentile_interval, resample_plan
 from l2v_monai.evaluation.delong import delong_interval
 from l2v_monai.evaluation.inputs import as_float_array, check_binary_labels, check_finite_scores, check_matrix
@@ -66,7 +66,7 @@ def auc_intervals(
         labels, score = truth[present, col], scores[present, col]
         n, positives = int(labels.size), int(labels.sum())
         row: dict[str, Any] = {"n": n, "positives": positives, "negatives": n - positives}
-        reason = _skip_reason(n, positives)
+        reason = skip_reason(n, positives)
         if reason:
             row.update(estimable=False, reason=f"{NOT_ESTIMABLE}: {reason}")
         else:

@@ -27,7 +27,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedGroupKFold
 
-from l2v_monai.evaluation.auc import _skip_reason
+from l2v_monai.evaluation.auc import skip_reason
 from l2v_monai.evaluation.intervals import NOT_ESTIMABLE, check_inputs
 
 __all__ = ["RULES", "parse_rule", "choose_threshold", "wilson_interval", "rates_at", "operating_points", "thresholds_of"]
@@ -149,7 +149,7 @@ def operating_points(
         row: dict[str, Any] = {"n": int(labels.size), "positives": int(labels.sum())}
         if tuning is not None:
             tune = tuning_mask[present]
-            reason = _skip_reason(int(tune.sum()), int(labels[tune].sum())) or _skip_reason(
+            reason = skip_reason(int(tune.sum()), int(labels[tune].sum())) or skip_reason(
                 int((~tune).sum()), int(labels[~tune].sum()))
             if reason:
                 per_finding[finding] = {**row, "threshold": None, "reason": f"{NOT_ESTIMABLE}: tuning or measured items have {reason}"}
@@ -158,7 +158,7 @@ def operating_points(
             measured = rates_at(labels[~tune], p[~tune] >= threshold, level)
             on_tuning = rates_at(labels[tune], p[tune] >= threshold, level)
         else:
-            reason = _skip_reason(int(labels.size), int(labels.sum()))
+            reason = skip_reason(int(labels.size), int(labels.sum()))
             # Each fold must keep both classes on its tuning side: at most as many folds as the rarer class has groups.
             rarer = min(np.unique(group_ids[present][labels]).size, np.unique(group_ids[present][~labels]).size) if not reason else 0
             folds = min(n_folds, rarer)

@@ -19,8 +19,10 @@ Baselines (:mod:`~l2v_monai.strategies.baselines`):
 
 Learning-to-vote (:mod:`~l2v_monai.strategies.learning_to_vote`, the math in :mod:`l2v_monai.strategies.vote`):
 
-* ``l2v`` — :class:`AnchoredVote` (``variant: "anchored"``, the bundle's default) or
-  :class:`PaperVote` (``variant: "paper"``, the paper as written).
+* ``posterior_vote`` — :class:`PosteriorVote`: each set weighed by its learned confusion matrix
+  and the model's own prediction of the sample as one more voter.
+* ``l2v`` — :class:`AnchoredVote` (``variant: "anchored"``) or :class:`PaperVote`
+  (``variant: "paper"``, the paper as written).
 """
 
 from __future__ import annotations
@@ -43,14 +45,22 @@ from l2v_monai.strategies.baselines import (
     SingleLabelSet,
     consensus_targets,
 )
-from l2v_monai.strategies.learning_to_vote import VOTE_VARIANTS, AnchoredVote, LearningToVote, PaperVote, vote_from_options
+from l2v_monai.strategies.learning_to_vote import (
+    VOTE_VARIANTS,
+    AnchoredVote,
+    LearningToVote,
+    PaperVote,
+    PosteriorVote,
+    vote_from_options,
+)
 
 __all__ = [*base.__all__, *baselines.__all__, *learning_to_vote.__all__, "STRATEGIES", "build_strategy", "attach_targets"]
 
 #: ``label_strategy`` → its class (``l2v``: the base of the vote variants, picked by ``variant``).
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, ModelOverrule, LearningToVote)
+    for cls in (SingleLabelSet, MajorityVote, MeanLabel, DawidSkene, ConfusionMatrices, Consensus, ModelOverrule, LearningToVote,
+                PosteriorVote)
 }
 
 
@@ -76,7 +86,7 @@ def build_strategy(
     kwargs["multiclass"] = multiclass
     if name == "single":
         kwargs.setdefault("label_sets", label_sets)
-    if name == "cm":
+    if name in ("cm", "posterior_vote"):
         kwargs.update(num_sets=num_sets, num_outputs=num_outputs)
     if name == "l2v":
         return vote_from_options(**kwargs, num_sets=num_sets, num_outputs=num_outputs, feature_dim=feature_dim)

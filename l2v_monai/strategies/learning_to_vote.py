@@ -1,12 +1,16 @@
-"""Learning-to-vote as strategies: one class per vote variant, the math in :mod:`l2v_monai.strategies.vote`.
+"""Learning-to-vote strategies: per-sample votes over the label sets, the math in :mod:`l2v_monai.strategies.vote`.
 
-* :class:`PaperVote` (``variant: "paper"``) — the method as written in the paper, the faithful
-  reproduction; its defaults are the paper's.
-* :class:`AnchoredVote` (``variant: "anchored"``) — the bundle's default vote; its defaults are the
-  ``strategy_options#l2v`` block of ``train.json`` and ``cifar10.json``.
+* :class:`PosteriorVote` (``label_strategy: "posterior_vote"``, the bundle's default) — each set
+  weighed by its learned confusion table, the model's own prediction of the sample one more voter.
+* ``label_strategy: "l2v"``, one class per variant:
 
-A config picks one with its ``variant`` key (:func:`vote_from_options`, called by
-:func:`~l2v_monai.strategies.build_strategy`), so switching variant is a one-key change.
+  * :class:`PaperVote` (``variant: "paper"``) — the method as written in the paper, the faithful
+    reproduction; its defaults are the paper's.
+  * :class:`AnchoredVote` (``variant: "anchored"``) — a Dawid–Skene-anchored vote with a probe; its
+    defaults are the ``strategy_options#l2v`` block of ``train.json`` and ``cifar10.json``.
+
+  A config picks one with its ``variant`` key (:func:`vote_from_options`, called by
+  :func:`~l2v_monai.strategies.build_strategy`), so switching variant is a one-key change.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from l2v_monai.strategies import vote as v
 from l2v_monai.strategies.base import HAND_KEY, TARGET_KEY, Strategy, StrategyOutput, trust_hand
 from l2v_monai.strategies.baselines import consensus_targets
 
-__all__ = ["LearningToVote", "PaperVote", "AnchoredVote", "VOTE_VARIANTS", "vote_from_options"]
+__all__ = ["LearningToVote", "PaperVote", "AnchoredVote", "PosteriorVote", "VOTE_VARIANTS", "vote_from_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ class PaperVote(LearningToVote):
 
 
 class AnchoredVote(LearningToVote):
-    """The bundle's default vote: per-sample, per-finding weights that cannot win by confirming the model.
+    """A Dawid–Skene-anchored vote: per-sample, per-finding weights that cannot win by confirming the model.
 
     It keeps the paper's structure (label sets → a per-sample vote → refined labels that train the
     model) but scores each (sample, set) from :func:`~l2v_monai.strategies.vote.set_descriptors` (a weight
@@ -243,6 +247,187 @@ class AnchoredVote(LearningToVote):
         extras["vote_loss"] = vote_loss.detach()
         # The label the model loss trained toward (hardened when refined="hard"), not the mixture.
         return self._output(model_loss + vote_loss, model_target, model_valid, weights, extras)
+
+
+class PosteriorVote(Strategy):
+    """A vote whose weights are each set's learned confusion matrix, with the model's own prediction as one more voter.
+
+    Per sample and finding (or over the classes, for one-hot data) the refined label is the
+    posterior of the truth given every label set and the picture:
+    ``q(k) ∝ P(k | x) · Π_m P(y_m | k)``, where ``P(k | x)`` is the model's current (detached)
+    prediction and ``P(y_m | k)`` set m's confusion matrix (Raykar et al., *Learning From Crowds*,
+    JMLR 2010; Dawid and Skene, 1979). The vote is therefore per sample: where the sets agree their
+    likelihood decides; where they disagree, or a set known to be unreliable dissents, what the
+    model sees in this sample decides which label to trust. The model trains on ``q`` (soft, or its
+    decision with ``refined="hard"``).
+
+    ``sets="joint"`` (the default for multi-label data with at most
+    :data:`~l2v_monai.strategies.vote.MAX_JOINT_SETS` sets) keeps one table over the sets' joint answer
+    per finding instead of one matrix per set (:func:`~l2v_monai.strategies.vote.joint_answers`): report
+    label sets are two mappings of one labeler's "uncertain" and err together, which per-set matrices
+    count twice. The table is shrunk toward the per-set matrices by ``shrinkage`` pseudo-items
+    (:func:`~l2v_monai.strategies.vote.shrunk_joint_log_rates`), so a rare finding, with few items per
+    class, falls back on the per-set rates.
+
+    The tables start from one M-step on the majority vote (:meth:`aggregate`) and are re-estimated
+    online from each batch's posteriors (soft counts with a memory of ``memory_epochs`` epochs;
+    Cappé and Moulines, 2009), summed over DDP ranks. For the first ``warmup_epochs`` the model's
+    prediction is replaced by the class frequencies (its early guesses are noise), so the vote starts
+    as an online Dawid–Skene initialised at majority vote.
+
+    Only entries whose posterior reaches ``min_confidence`` train the model (None: 0.9 for
+    multi-label sets, 0 for one-hot ones): contested entries stay unlabelled, as in semi-supervised
+    noisy-label training (e.g. DivideMix, Li et al., 2020), until the vote, the model's prediction
+    included, settles them. Hand labels replace ``q`` where present, in the model's target and in the
+    counts, and always train the model. All state is in buffers, so a resumed run continues from the
+    counts it stopped at. The options' defaults are the ``strategy_options#posterior_vote`` block of
+    ``train.json`` and ``cifar10.json``, chosen on the robustness suite (``docs/vote.md``).
+    """
+
+    name = "posterior_vote"
+
+    def __init__(
+        self,
+        num_sets: int,
+        num_outputs: int,
+        multiclass: bool = False,
+        warmup_epochs: float = 1.0,
+        memory_epochs: float = 1.0,
+        smoothing: float = 1.0,
+        refined: str = "soft",
+        sets: str = "auto",
+        min_confidence: float | None = None,
+        shrinkage: float = 20.0,
+    ) -> None:
+        super().__init__(multiclass)
+        if sets == "auto":
+            sets = "joint" if not multiclass and num_sets <= v.MAX_JOINT_SETS else "independent"
+        if sets not in ("joint", "independent") or (sets == "joint" and multiclass):
+            raise ValueError(f"sets must be 'independent', 'auto' or (multi-label only) 'joint', got {sets!r}")
+        #: "joint": one confusion table over the sets' joint answer; "independent": one matrix per set.
+        self.sets = sets
+        if refined not in ("hard", "soft"):
+            raise ValueError(f"refined must be 'hard' or 'soft', got {refined!r}")
+        if warmup_epochs < 0 or memory_epochs <= 0 or smoothing <= 0:
+            raise ValueError("warmup_epochs must be ≥ 0, memory_epochs and smoothing > 0, got "
+                             f"{warmup_epochs}, {memory_epochs}, {smoothing}")
+        if min_confidence is None:
+            # Multi-label report sets miss faint findings together: their contested entries are
+            # better left unlabelled than learned as 0.5. For one-hot data a threshold starves the
+            # classes the sets confuse (they are never confident, so the model never votes for them).
+            min_confidence = 0.0 if multiclass else 0.9
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.min_confidence = float(min_confidence)
+        self.refined, self.warmup_epochs, self.memory_epochs, self.smoothing = refined, warmup_epochs, memory_epochs, smoothing
+        tasks, classes = (1, num_outputs) if multiclass else (num_outputs, 2)
+        voters, answers = (1, 3**num_sets) if sets == "joint" else (num_sets, classes)
+        self.register_buffer("counts", torch.zeros(tasks, voters, classes, answers))
+        if shrinkage < 0:
+            raise ValueError(f"shrinkage must be ≥ 0, got {shrinkage}")
+        self.shrinkage = float(shrinkage)
+        # The joint table's shrinkage target: each set's own rates over {nothing, 0, 1}.
+        self.register_buffer("set_counts", torch.zeros(tasks, num_sets if sets == "joint" else 0, classes, 3))
+        self.register_buffer("class_counts", torch.ones(tasks, classes))
+        #: Training items (set by :meth:`aggregate`) and items seen so far, over all ranks.
+        self.register_buffer("dataset_size", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.float64))
+
+    def aggregate(self, labels: np.ndarray) -> None:
+        """Start the confusion matrices from one M-step on the majority vote (the mean of the sets' labels)."""
+        given, mask = v.given_distributions(torch.as_tensor(np.asarray(labels, dtype=np.float32)), self.multiclass)
+        votes = given.sum(dim=2)
+        given, mask = self._answers(torch.as_tensor(np.asarray(labels, dtype=np.float32)))
+        total = votes.sum(dim=-1, keepdim=True)
+        start = torch.where(total > 0, votes / total.clamp_min(1e-12), torch.full_like(votes, 1.0 / votes.shape[-1]))
+        counts, class_counts = v.posterior_statistics(start, given, mask)
+        self.counts.copy_(counts)
+        if self.sets == "joint":
+            self.set_counts.copy_(v.posterior_statistics(start, *v.set_answers(torch.as_tensor(np.asarray(labels, dtype=np.float32))))[0])
+        self.class_counts.copy_(class_counts + 1.0)
+        self.dataset_size.fill_(float(len(labels)))
+        self.seen.zero_()
+        return None
+
+    @torch.no_grad()
+    def set_accuracy(self) -> np.ndarray:
+        """Each set's estimated accuracy (``M``) under the learned tables, where it gives a label:
+        ``Σ_k P(k) · P(says k | k)``, averaged over findings for multi-label sets."""
+        counts = self.set_counts[..., 1:] if self.sets == "joint" else self.counts  # T × M × K × K
+        rates = v.log_rates(counts, self.smoothing).exp()
+        right = torch.diagonal(rates, dim1=-2, dim2=-1)  # T × M × K
+        prior = self.class_counts / self.class_counts.sum(dim=-1, keepdim=True)  # T × K
+        return (right * prior.unsqueeze(1)).sum(dim=-1).mean(dim=0).cpu().numpy()
+
+    def _answers(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sets == "joint":
+            return v.joint_answers(labels)
+        return v.given_distributions(labels, self.multiclass)
+
+    def _log_rates(self) -> torch.Tensor:
+        if self.sets == "joint":
+            return v.shrunk_joint_log_rates(self.counts, self.set_counts, self.shrinkage, self.smoothing)
+        return v.log_rates(self.counts, self.smoothing)
+
+    def _all_reduce(self, *tensors: torch.Tensor) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for t in tensors:
+                torch.distributed.all_reduce(t)
+
+    def forward(self, batch, logits, features, network, grad_scale=1.0):
+        if self.dataset_size.item() <= 0:
+            raise RuntimeError(
+                "the posterior vote starts from the training label sets: build the training data with "
+                "l2v_monai.strategies.attach_targets(items, strategy)"
+            )
+        labels = batch["labels"].to(logits.device)
+        given, mask = self._answers(labels.float())
+        likelihood = v.set_log_likelihood(given, mask, self._log_rates())
+        warm = self.seen.item() >= self.warmup_epochs * self.dataset_size.item()
+        if warm:
+            prior = v.model_log_prior(logits, self.multiclass)
+        else:
+            frequencies = self.class_counts.to(given.device)
+            prior = torch.log(frequencies / frequencies.sum(dim=-1, keepdim=True)).unsqueeze(0)
+        posterior = torch.softmax(likelihood + prior, dim=-1)
+        valid = (mask.sum(dim=2) > 0).to(logits.dtype)
+        if self.multiclass:
+            target, valid = posterior[:, 0], valid.expand(-1, posterior.shape[-1])
+        else:
+            target = posterior[..., 1]
+        if self.refined == "hard":
+            target = v.harden(target, self.multiclass)
+        target, valid = LearningToVote._trusted(batch, target, valid)
+        # Contested entries train nothing until the vote, the model's prediction included, settles
+        # them: a soft 0.5 learned there would come back as the model's own prior and settle nothing.
+        confident = posterior.amax(dim=-1) >= self.min_confidence
+        confident = confident.expand(-1, posterior.shape[-1]) if self.multiclass else confident
+        model_valid = LearningToVote._trusted(batch, target, valid * confident.to(valid.dtype))[1]
+        loss = v.soft_loss(logits, target, model_valid, self.multiclass)
+        # A non-finite posterior (NaN logits) stops the run at this step (the trainer's check); it must
+        # not reach the tables, which the last good checkpoint holds.
+        if self.training and bool(torch.isfinite(target).all()):
+            self._update_counts(target, given, mask, labels)
+        extras = {"model_loss": loss.detach()}
+        shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
+        return StrategyOutput(loss=loss, target=shown.detach(), extras=extras)
+
+    @torch.no_grad()
+    def _update_counts(self, target: torch.Tensor, given: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> None:
+        """One online M-step: blend this batch's soft counts (scaled to the dataset) into the running counts."""
+        posterior = target.unsqueeze(1) if self.multiclass else torch.stack([1 - target, target], dim=-1)
+        counts, class_counts = v.posterior_statistics(posterior.float(), given, mask)
+        set_counts = v.posterior_statistics(posterior.float(), *v.set_answers(labels.float()))[0] if self.sets == "joint" else None
+        seen = torch.tensor(float(len(labels)), device=counts.device, dtype=torch.float64)
+        self._all_reduce(counts, class_counts, seen, *([set_counts] if set_counts is not None else []))
+        size = self.dataset_size.item()
+        rate = min(1.0, seen.item() / (self.memory_epochs * size))
+        scale = size / seen.item()
+        self.counts.mul_(1 - rate).add_(counts.to(self.counts.device) * (scale * rate))
+        self.class_counts.mul_(1 - rate).add_(class_counts.to(self.class_counts.device) * (scale * rate))
+        if set_counts is not None:
+            self.set_counts.mul_(1 - rate).add_(set_counts.to(self.set_counts.device) * (scale * rate))
+        self.seen.add_(seen.to(self.seen.device))
 
 
 #: The config's ``variant`` → its class.

@@ -2,7 +2,8 @@
 
 Everything here works on the project's label-set contract: ``labels`` is a float tensor
 ``B × M × N`` (M label sets, N findings or one-hot classes) with NaN for "no label". The strategies
-that use it are :class:`~l2v_monai.strategies.PaperVote` and :class:`~l2v_monai.strategies.AnchoredVote`.
+that use it are :class:`~l2v_monai.strategies.PosteriorVote` (the bundle's default),
+:class:`~l2v_monai.strategies.PaperVote` and :class:`~l2v_monai.strategies.AnchoredVote`.
 
 The paper's pieces (:class:`~l2v_monai.strategies.PaperVote`), in the order Algorithm 1 uses them:
 
@@ -16,12 +17,20 @@ The paper's pieces (:class:`~l2v_monai.strategies.PaperVote`), in the order Algo
 * :func:`binarize` — Eq. 3: ``ỹ = sigmoid(k (ȳ − T))``.
 * :func:`masked_bce` — the loss ``L_C`` of §3.1, averaged over observed entries.
 
-The anchored vote (:class:`~l2v_monai.strategies.AnchoredVote`, the bundle's default) reuses the
+The anchored vote (:class:`~l2v_monai.strategies.AnchoredVote`) reuses the
 feedback and :func:`vote`, and adds :func:`set_descriptors` (what the vote reads per sample and
 set, :data:`VOTE_INPUTS`), :class:`SetScorer` (the per-finding attention), :class:`AnchorProbe`
 with :func:`anchor_agreement_loss` (the ``probe`` objective, the default) or :func:`head_meta_loss`
 (the ``meta`` objective), :func:`harden`, :func:`soft_loss` (the model's loss on the refined
 labels) and :func:`no_finding_consistent` (the "No Finding" cap).
+
+The posterior vote (:class:`~l2v_monai.strategies.PosteriorVote`, the bundle's default) weighs each set by a learned
+confusion matrix (Dawid and Skene, 1979) and lets the model's own prediction of the sample vote
+too (Raykar et al., *Learning From Crowds*, JMLR 2010), with the confusion matrices re-estimated
+online from every batch's posteriors (online EM, Cappé and Moulines, 2009):
+:func:`given_distributions` (or :func:`joint_answers`, shrunk toward :func:`set_answers`' per-set
+rates by :func:`shrunk_joint_log_rates`), :func:`log_rates`, :func:`set_log_likelihood`, :func:`model_log_prior`
+and :func:`posterior_statistics`.
 """
 
 from __future__ import annotations
@@ -60,6 +69,17 @@ __all__ = [
     "no_finding_consistent",
     "soft_loss",
     "head_meta_loss",
+    # the posterior vote
+    "given_distributions",
+    "joint_answers",
+    "set_answers",
+    "independent_joint_log_rates",
+    "shrunk_joint_log_rates",
+    "MAX_JOINT_SETS",
+    "log_rates",
+    "set_log_likelihood",
+    "model_log_prior",
+    "posterior_statistics",
 ]
 
 
@@ -498,3 +518,110 @@ def head_meta_loss(
         stepped = {**params, **{n: p - step * g for (n, p), g in zip(trainable.items(), grads)}}
         total = total + _anchor_loss(functional_call(head, stepped, (feats[te],)), anchor[te], multiclass)
     return total
+
+
+# --------------------------------------------------------------------------------------------
+# The posterior vote (variant "posterior"): each set's vote weight is its learned confusion matrix,
+# and the model's own prediction of the sample is one more voter.
+# --------------------------------------------------------------------------------------------
+
+
+def given_distributions(labels: torch.Tensor, multiclass: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label sets as per-task distributions over given labels: ``G`` (``B × T × M × K``) and ``mask`` (``B × T × M``).
+
+    One-hot data is one task over its ``K`` classes (``T = 1``); multi-label data is ``N`` binary
+    tasks (``T = N``, ``K = 2``: ``[1 − y, y]``, so a soft label splits its count).
+    """
+    values, mask = split_labels(labels)
+    if multiclass:
+        return values.unsqueeze(1), mask[..., 0].unsqueeze(1)
+    given = torch.stack([1.0 - values, values], dim=-1).transpose(1, 2)
+    return given * mask.transpose(1, 2).unsqueeze(-1), mask.transpose(1, 2)
+
+
+#: The most label sets whose joint answer :func:`joint_answers` encodes (3^M answers per finding).
+MAX_JOINT_SETS = 6
+
+
+def joint_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-label sets' *joint* answer per finding as one symbol: ``G`` (``B × N × 1 × 3^M``, one-hot) and ``mask`` (``B × N × 1``).
+
+    Each set says 0, 1 (soft labels cut at 0.5) or nothing; the tuple over the M sets is one of
+    ``3^M`` answers. Modelling the tuple rather than each set drops Dawid–Skene's assumption that
+    the sets err independently given the truth, which two mappings of one labeler's "uncertain"
+    (``u0``/``u1``) break by construction. ``mask`` is 0 where no set has a label.
+    """
+    b, m, n = labels.shape
+    if m > MAX_JOINT_SETS:
+        raise ValueError(f"the joint answer of {m} label sets has 3^{m} values; use sets='independent' above {MAX_JOINT_SETS} sets")
+    present = ~torch.isnan(labels)
+    said = torch.where(present, 1 + (torch.nan_to_num(labels) >= 0.5).long(), torch.zeros_like(labels, dtype=torch.long))
+    powers = 3 ** torch.arange(m, device=labels.device)
+    code = (said * powers[None, :, None]).sum(dim=1)
+    given = F.one_hot(code, 3**m).to(labels.dtype).unsqueeze(2)
+    return given, (code > 0).to(labels.dtype).unsqueeze(2)
+
+
+def set_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each multi-label set's answer per finding over {nothing, 0, 1}: ``G`` (``B × N × M × 3``, one-hot) and ``mask`` (ones).
+
+    The per-set view of :func:`joint_answers`' symbols: saying nothing is an answer too, so that the
+    sets' rates multiply into a distribution over the joint answers (:func:`independent_joint_log_rates`).
+    """
+    present = ~torch.isnan(labels)
+    said = torch.where(present, 1 + (torch.nan_to_num(labels) >= 0.5).long(), torch.zeros_like(labels, dtype=torch.long))
+    given = F.one_hot(said, 3).to(labels.dtype).transpose(1, 2)
+    return given, torch.ones(given.shape[:3], dtype=labels.dtype, device=labels.device)
+
+
+def independent_joint_log_rates(set_log_rates: torch.Tensor) -> torch.Tensor:
+    """``log Π_m P(set m answers d_m | k)`` for every joint answer (``T × 1 × K × 3^M``) from per-set rates (``T × M × K × 3``)."""
+    t, m, k, _ = set_log_rates.shape
+    codes = torch.arange(3**m, device=set_log_rates.device)
+    digits = (codes[:, None] // (3 ** torch.arange(m, device=codes.device))[None, :]) % 3  # 3^M × M
+    per_set = set_log_rates.permute(0, 2, 1, 3)  # T × K × M × 3
+    picked = per_set[:, :, torch.arange(m, device=codes.device)[None, :], digits]  # T × K × 3^M × M
+    return picked.sum(dim=-1).unsqueeze(1)
+
+
+def shrunk_joint_log_rates(joint_counts: torch.Tensor, set_counts: torch.Tensor, shrinkage: float, smoothing: float = 1.0) -> torch.Tensor:
+    """Joint-answer rates shrunk toward the sets erring independently: ``(C(s, k) + τ·P_ind(s | k)) / (N_k + τ)``.
+
+    ``τ`` (``shrinkage``) is in items: a finding with many items per class is described by its own
+    joint table (the sets' shared errors), a rare one mostly by the per-set (Dawid–Skene) rates.
+    """
+    independent = independent_joint_log_rates(log_rates(set_counts, smoothing)).exp()
+    shrunk = joint_counts + shrinkage * independent
+    return torch.log(shrunk / shrunk.sum(dim=-1, keepdim=True))
+
+
+def log_rates(counts: torch.Tensor, smoothing: float = 1.0) -> torch.Tensor:
+    """``log P(set m says j | truth k)`` (``T × M × K × J``) from soft counts.
+
+    ``smoothing`` is a Dirichlet prior's total mass per (task, set, true class) row, spread evenly
+    over the row's ``J`` answers, so that the prior weighs the same for a set's 2 answers and for a
+    joint answer's ``3^M``.
+    """
+    smoothed = counts + smoothing / counts.shape[-1]
+    return torch.log(smoothed / smoothed.sum(dim=-1, keepdim=True))
+
+
+def set_log_likelihood(given: torch.Tensor, mask: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """``Σ_m log P(y_m | truth k)`` per sample and task (``B × T × K``); a missing set adds nothing."""
+    per_set = torch.einsum("btmj,tmkj->btmk", given, rates)
+    return (per_set * mask.unsqueeze(-1)).sum(dim=2)
+
+
+def model_log_prior(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """The model's own ``log P(truth k | x)`` per task (``B × T × K``), detached."""
+    logits = logits.detach().float()
+    if multiclass:
+        return torch.log_softmax(logits, dim=1).unsqueeze(1)
+    return torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=-1)
+
+
+def posterior_statistics(posterior: torch.Tensor, given: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The E-step's soft counts: ``Σ_b q(k) · G_m(j)`` (``T × M × K × K``) and ``Σ_b q(k)`` (``T × K``), over labelled entries."""
+    labelled = (mask.sum(dim=2) > 0).to(posterior.dtype).unsqueeze(-1)
+    q = posterior * labelled
+    return torch.einsum("btk,btmj->tmkj", q, given * mask.unsqueeze(-1)), q.sum(dim=0)

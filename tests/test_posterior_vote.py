@@ -1,0 +1,148 @@
+"""The posterior vote: learned confusion tables, the model's prediction as a voter, and what it must get right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from l2v_monai.strategies import PosteriorVote, attach_targets, build_strategy, consensus_targets
+from l2v_monai.strategies import vote as v
+from tiny_nets import CountingNet, report_like_sets, train_steps
+
+
+def _independent_binary_sets(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One finding, three sets erring independently with known sensitivity and specificity."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random(n) < 0.4).astype(np.float32)
+    sens, spec = np.array([0.9, 0.7, 0.6]), np.array([0.95, 0.8, 0.9])
+    says_one = np.where(truth[:, None] == 1, rng.random((n, 3)) < sens, rng.random((n, 3)) > spec)
+    return says_one.astype(np.float32)[:, :, None], truth, sens, spec
+
+
+def test_joint_answers_encode_each_tuple_of_set_answers_once() -> None:
+    labels = torch.tensor([[[0.0], [1.0]], [[1.0], [float("nan")]], [[float("nan")], [float("nan")]], [[0.2], [0.7]]])
+    given, mask = v.joint_answers(labels)
+    assert given.shape == (4, 1, 1, 9)
+    # Code = Σ_m 3^m · (0 missing, 1 says 0, 2 says 1); a soft label is cut at 0.5.
+    assert given[:, 0, 0].argmax(dim=-1).tolist() == [1 + 3 * 2, 2 + 0, 0, 1 + 3 * 2]
+    assert mask[:, 0, 0].tolist() == [1.0, 1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="independent"):
+        v.joint_answers(torch.zeros(2, v.MAX_JOINT_SETS + 1, 1))
+
+
+def test_set_log_likelihood_is_the_sum_of_each_present_sets_log_rate() -> None:
+    labels = torch.tensor([[[1.0], [0.0], [float("nan")]]])
+    given, mask = v.given_distributions(labels, multiclass=False)
+    counts = torch.tensor([[[[8.0, 2.0], [1.0, 9.0]], [[6.0, 4.0], [3.0, 7.0]], [[5.0, 5.0], [5.0, 5.0]]]])
+    rates = v.log_rates(counts, smoothing=0.0)
+    assert torch.allclose(rates.exp().sum(dim=-1), torch.ones(1, 3, 2))
+    got = v.set_log_likelihood(given, mask, rates)[0, 0]
+    # Set 0 says 1, set 1 says 0, set 2 says nothing: P(1 | k) · P(0 | k) per true class k.
+    expected = torch.log(torch.tensor([0.2 * 0.6, 0.9 * 0.3]))
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_online_counts_recover_each_sets_sensitivity_and_specificity() -> None:
+    """With no model vote (a long warm-up), the online M-steps are Dawid–Skene: a broken E- or M-step misses these rates."""
+    labels, truth, sens, spec = _independent_binary_sets(6000)
+    strategy = PosteriorVote(num_sets=3, num_outputs=1, sets="independent", warmup_epochs=100.0)
+    strategy.aggregate(labels)
+    logits = torch.zeros(200, 1)
+    for _ in range(12):  # online EM moves one M-step per epoch
+        for start in range(0, len(labels), 200):
+            strategy({"labels": torch.from_numpy(labels[start:start + 200])}, logits, None, None)
+    rates = v.log_rates(strategy.counts, strategy.smoothing).exp()[0]
+    assert np.allclose(rates[:, 1, 1].numpy(), sens, atol=0.03)
+    assert np.allclose(rates[:, 0, 0].numpy(), spec, atol=0.03)
+    assert strategy.seen.item() == 12 * len(labels)
+
+
+def test_the_models_prediction_settles_what_the_sets_leave_open() -> None:
+    """Two equally reliable sets that disagree: only the picture can say which is right, and after the warm-up it does."""
+    rng = np.random.default_rng(1)
+    truth = (rng.random(400) < 0.5).astype(np.float32)
+    flip = rng.random((400, 2)) < 0.2
+    labels = np.where(flip, 1 - truth[:, None], truth[:, None]).astype(np.float32)[:, :, None]
+    strategy = PosteriorVote(num_sets=2, num_outputs=1, sets="independent", warmup_epochs=0.0, min_confidence=0.0)
+    strategy.aggregate(labels)
+    strategy.eval()  # no count updates: only the vote itself is under test
+    confident_truth = torch.from_numpy(6.0 * (2 * truth - 1))[:, None]
+    out = strategy({"labels": torch.from_numpy(labels)}, confident_truth, None, None)
+    contested = labels[:, 0, 0] != labels[:, 1, 0]
+    assert contested.sum() > 50
+    decided = (out.target[:, 0].numpy() >= 0.5) == (truth == 1)
+    assert decided[contested].mean() > 0.95
+    # Where both sets agree their likelihood still counts: a model that says the opposite does not overturn it alone.
+    agree = ~contested
+    assert ((out.target[:, 0].numpy() >= 0.5) == (truth == 1))[agree].mean() > 0.9
+
+
+def _trained_on_pictures_of_the_truth(seed: int = 2):
+    """The posterior vote trained on report-like sets whose pictures show the truth; (output, sets, truth)."""
+    torch.manual_seed(0)
+    sets, truth = report_like_sets(256, seed=seed)
+    net = CountingNet(num_outputs=2)
+    strategy = build_strategy("posterior_vote", num_sets=4, num_outputs=2, feature_dim=net.num_features,
+                              options={"posterior_vote": {"warmup_epochs": 20.0}})
+    attach_targets([{"labels": s} for s in sets], strategy)
+    level = torch.from_numpy(truth[:, 0] + 2 * truth[:, 1]).view(-1, 1, 1, 1)
+    image = level.expand(-1, 1, 6, 6) + 0.1 * torch.rand(256, 1, 6, 6)
+    out = train_steps(strategy, net, image, torch.from_numpy(sets), torch.full((256, 2), float("nan")))
+    return out, sets, torch.from_numpy(truth)
+
+
+def test_refined_labels_beat_majority_vote_and_dawid_skene_where_the_sets_disagree() -> None:
+    """Report-like sets miss positives together; the pictures show the truth. Where the sets disagree the
+    vote must do better than majority vote (ties → 1) and Dawid–Skene's decision: it sees the picture."""
+    out, sets, truth = _trained_on_pictures_of_the_truth()
+    contested = torch.from_numpy((sets.min(axis=1) != sets.max(axis=1)))
+    assert contested.sum() >= 10
+    refined_right = ((out.target >= 0.5).float() == truth).float()
+    mv_ties1 = (torch.from_numpy(sets).mean(dim=1) >= 0.5).float()
+    ds = torch.from_numpy(consensus_targets(sets, "dawid_skene", 0.0, False))
+    assert refined_right[contested].mean() > (mv_ties1 == truth).float()[contested].mean()
+    assert refined_right[contested].mean() > ((ds >= 0.5).float() == truth).float()[contested].mean()
+    # Overall the refined labels are at least as accurate as either.
+    assert refined_right.mean() >= max((mv_ties1 == truth).float().mean(), ((ds >= 0.5).float() == truth).float().mean())
+
+
+def test_hand_labels_win_and_train_the_model_even_where_the_vote_is_unsure() -> None:
+    sets, _ = report_like_sets(32)
+    strategy = PosteriorVote(num_sets=4, num_outputs=2, min_confidence=1.0)
+    strategy.aggregate(sets)
+    hand = torch.full((32, 2), float("nan"))
+    hand[:4, 0] = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    logits = torch.zeros(32, 2, requires_grad=True)
+    out = strategy({"labels": torch.from_numpy(sets), "label": hand}, logits, None, None)
+    assert out.target[:4, 0].tolist() == [1.0, 0.0, 1.0, 0.0]
+    out.loss.backward()
+    # min_confidence=1 leaves no vote entry confident: only the hand-labelled entries carry a gradient.
+    assert logits.grad[:4, 0].abs().min() > 0
+    assert logits.grad[4:].abs().max() == 0
+
+
+def test_state_round_trips_through_a_checkpoint() -> None:
+    labels, _, _, _ = _independent_binary_sets(500)
+    a = PosteriorVote(num_sets=3, num_outputs=1)
+    a.aggregate(labels)
+    batch = {"labels": torch.from_numpy(labels[:100])}
+    a(batch, torch.zeros(100, 1), None, None)
+    b = PosteriorVote(num_sets=3, num_outputs=1)
+    b.aggregate(labels)  # a resumed run fits again, then loads the checkpoint over it
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    logits = torch.randn(100, 1)
+    assert torch.equal(a(batch, logits, None, None).target, b(batch, logits, None, None).target)
+    assert a.seen.item() == b.seen.item() == 100
+
+
+def test_bad_options_and_a_missing_fit_are_named() -> None:
+    with pytest.raises(ValueError, match="joint"):
+        PosteriorVote(num_sets=2, num_outputs=3, multiclass=True, sets="joint")
+    with pytest.raises(ValueError, match="refined"):
+        PosteriorVote(num_sets=2, num_outputs=1, refined="mixed")
+    with pytest.raises(ValueError, match="min_confidence"):
+        PosteriorVote(num_sets=2, num_outputs=1, min_confidence=1.5)
+    with pytest.raises(RuntimeError, match="attach_targets"):
+        PosteriorVote(num_sets=2, num_outputs=1)({"labels": torch.zeros(2, 2, 1)}, torch.zeros(2, 1), None, None)

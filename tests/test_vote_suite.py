@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
 from l2v_monai.experiments.image_regime import finding_patterns, make_image_regime, strengths
+from l2v_monai.experiments import vote_suite as vs
 from l2v_monai.experiments.vote_suite import drop_labels, paired_interval, rule_outcome, summarize
 from l2v_monai.strategies import consensus_targets
 
@@ -123,3 +126,22 @@ def test_overrule_picks_only_a_class_some_set_gave_for_one_hot_sets() -> None:
     assert to_class1.target.argmax(1).tolist() == [1]
     to_class2 = s({"labels": labels}, torch.tensor([[-9.0, -9.0, 9.0]]), None, None)
     assert to_class2.target.argmax(1).tolist() == [0]  # nobody said 2: majority vote stays
+
+
+def test_summary_refuses_runs_of_one_cell_trained_for_different_epochs() -> None:
+    runs = [{"cell": "poc_n05_4", "strategy": s, "seed": 0, "fold": 0, "score": 0.9, "epochs": e}
+            for s, e in (("mv", 8), ("dawid_skene", 8), ("posterior_vote", 6))]
+    with pytest.raises(SystemExit, match=r"different epochs.*poc_n05_4"):
+        vs.summarize(runs)
+
+
+def test_six_annotators_add_an_independent_second_draw() -> None:
+    args = argparse.Namespace(poc_dataset="digits", poc_max_train=400, epochs=None)
+    data = vs._poc_data(vs.CELLS["poc_n05_6ad"][1], 7, args)
+    labels = data["labels"]
+    assert labels.shape[1] == 6 and data["set_names"] == ["HS", "SF", "OC", "AD", "AVG", "HS_2"]
+    hs, hs2 = labels[:, 0].argmax(1), labels[:, 5].argmax(1)
+    truth = data["truth"].argmax(1)
+    # Same annotator type (about 50 % right at noise 0.5), drawn independently: they disagree often.
+    assert 0.35 < (hs == truth).mean() < 0.65 and 0.35 < (hs2 == truth).mean() < 0.65
+    assert (hs != hs2).mean() > 0.3

@@ -1,13 +1,13 @@
-"""The robustness suite a default vote is chosen on: one command, one table, paired intervals.
+"""The robustness suite the default strategy is chosen on: one command, one table, paired intervals.
 
 Every run goes through the product's :func:`~l2v_monai.strategies.build_strategy`,
 :func:`~l2v_monai.strategies.attach_targets` and :class:`~l2v_monai.engine.trainer.LearningToVoteTrainer`;
 only the label strategy changes within a cell. Cells (``--cells``; :data:`CELLS`):
 
 * ``poc_*``: the proof-of-concept family (simulated annotators of :mod:`l2v_monai.experiments.annotators`
-  on scikit-learn's digits by default): noise levels, 2–5 annotators, with and without the
-  adversarial annotator (AD), and annotators with missing labels (each (image, annotator) label
-  dropped with probability 0.3, at least one kept). Metric: clean test accuracy.
+  on scikit-learn's digits, or Fashion-MNIST where a cell says so): noise levels, 2–6 annotators, with
+  and without the adversarial annotator (AD), and annotators with missing labels (each (image,
+  annotator) label dropped with probability 0.3, at least one kept). Metric: clean test accuracy.
 * ``ml_*``: the synthetic multi-label testbed (:mod:`l2v_monai.experiments.multilabel_testbed`).
   Metric: test mean AUC against the truth.
 * ``img_independent`` / ``img_hedged``: the real-noise image-regime testbed
@@ -16,6 +16,8 @@ only the label strategy changes within a cell. Cells (``--cells``; :data:`CELLS`
   Metric: mean AUC against MeSH over the findings with both classes in the test fold.
 * ``text_ours`` / ``text_independent``: the OpenI report testbed (:mod:`l2v_monai.experiments.report_testbed`)
   with either labeler pair (``--label-sets`` / ``--independent-label-sets``).
+
+Every strategy of a cell trains for the cell's epochs (:data:`KIND_EPOCHS`, or the cell's own).
 
 Units: a (seed, fold) pair. For the report-based cells the fold is a k-fold split of the reports
 (seeded by the seed); for the simulated cells each fold is a fresh draw of the data. Every
@@ -77,14 +79,18 @@ STRATEGIES: dict[str, tuple[str, Callable[[int, str], dict[str, Any]], str]] = {
     "truth": ("single", lambda s, k: {"label_set": 0}, "trained on the truth (the headroom)"),
     "mv": ("majority", _mv, "majority vote (random ties; ties → 1 on report labels)"),
     "dawid_skene": ("dawid_skene", lambda s, k: {}, "Dawid–Skene"),
-    "l2v_default": ("l2v", _vote("l2v_default"), "the default vote (train.json / cifar10.json)"),
+    "posterior_vote": ("posterior_vote", lambda s, k: {},
+                       "the posterior vote (confusion matrices learned online, the model's prediction as a voter)"),
+    "posterior_independent": ("posterior_vote", lambda s, k: {"sets": "independent"},
+                              "the posterior vote with one confusion matrix per set (no joint answer table)"),
+    "l2v_default": ("l2v", _vote("l2v_default"), "the anchored vote (strategy_options#l2v of train.json and cifar10.json)"),
     "ctrl_ds999_masked": ("consensus", lambda s, k: {"consensus": "dawid_skene", "min_confidence": 0.999},
                           "control: Dawid–Skene ≥ 0.999, the rest masked (the default's anchor alone)"),
     "ctrl_ds_else_mv": ("consensus", lambda s, k: {"consensus": "dawid_skene_else_majority", "min_confidence": 0.999},
                         "control: Dawid–Skene where ≥ 0.999, majority vote elsewhere"),
     "overrule": ("overrule", lambda s, k: {**_mv(s, k), "confidence": 0.9, "warmup": 200},
                  "candidate: majority vote, contested entries overruled by the model's confident prediction"),
-    "l2v_ds09": ("l2v", _vote("abl_anchor_ds_09"), "candidate: the default vote with the anchor at posterior ≥ 0.9"),
+    "l2v_ds09": ("l2v", _vote("abl_anchor_ds_09"), "candidate: the anchored vote with the anchor at posterior ≥ 0.9"),
     "l2v_previous_cifar10": ("l2v", _vote("l2v_previous_cifar10"), "previous cifar10.json vote (meta, DS ≥ 0.9, virtual step)"),
     "l2v_paper": ("l2v", lambda s, k: {"variant": "paper", "feedback": "features", "seed": s}, "the paper's method (variant: paper)"),
 }
@@ -93,6 +99,10 @@ STRATEGIES: dict[str, tuple[str, Callable[[int, str], dict[str, Any]], str]] = {
 # --------------------------------------------------------------------------------------------
 # Cells
 # --------------------------------------------------------------------------------------------
+
+#: Epochs per cell kind (a cell's ``epochs`` parameter overrides): every strategy of a cell trains as long.
+#: The report testbed's cells train for its own ``epochs`` (8).
+KIND_EPOCHS = {"poc": 8, "ml": 5, "img": 5, "text": 8}
 
 #: cell -> (kind, parameters, description)
 CELLS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -106,6 +116,13 @@ CELLS: dict[str, tuple[str, dict[str, Any], str]] = {
                             "noise 0.5, 5 annotators incl. AD, 30 % of labels missing"),
     "poc_n03_4_missing": ("poc", {"noise": 0.3, "annotators": ["HS", "SF", "OC", "AVG"], "missing": 0.3},
                           "noise 0.3, 4 annotators, 30 % of labels missing"),
+    "poc_n05_6ad": ("poc", {"noise": 0.5, "annotators": ["HS", "SF", "OC", "AD", "AVG"], "second_draw": ["HS"]},
+                    "noise 0.5, 6 annotators incl. AD (a second hammer-spammer, drawn independently)"),
+    "poc_fmnist_n06_5ad": ("poc", {"noise": 0.6, "annotators": ["HS", "SF", "OC", "AD", "AVG"], "dataset": "fashion_mnist",
+                                   "max_train": 6000, "epochs": 6}, "Fashion-MNIST (6,000 training images), noise 0.6, 5 annotators incl. AD"),
+    "poc_fmnist_n04_3": ("poc", {"noise": 0.4, "annotators": ["SF", "OC", "AVG"], "dataset": "fashion_mnist", "max_train": 6000,
+                                  "epochs": 6},
+                         "Fashion-MNIST (6,000 training images), noise 0.4, 3 annotators, no AD"),
     "ml_default": ("ml", {}, "synthetic multi-label testbed (4 sets, 5 findings)"),
     "img_independent": ("img", {"coupling": "independent"}, "OpenI labelers, MeSH truth, pictures; noise independent of the picture"),
     "img_hedged": ("img", {"coupling": "hedged"}, "OpenI labelers, MeSH truth, pictures; disputed entries fainter"),
@@ -128,19 +145,28 @@ def drop_labels(labels: np.ndarray, fraction: float, rng: np.random.Generator) -
 def _poc_data(params: dict[str, Any], unit_seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from l2v_monai.experiments.poc_data import make_poc_splits
 
-    splits = make_poc_splits(args.poc_dataset, annotators=params["annotators"], noise=params["noise"],
-                             max_train=args.poc_max_train, seed=unit_seed)
+    splits = make_poc_splits(params.get("dataset", args.poc_dataset), annotators=params["annotators"], noise=params["noise"],
+                             max_train=params.get("max_train", args.poc_max_train), seed=unit_seed)
     train = splits["training"]
     labels = np.stack([it["labels"] for it in train])
+    k = splits["num_classes"]
+    names = list(params["annotators"])
+    if params.get("second_draw"):
+        # More annotators than the five types: a type again, drawn with another seed.
+        from l2v_monai.experiments.annotators import one_hot_label_sets, simulate_labels
+
+        clean = np.array([it["clean"] for it in train])
+        more = simulate_labels(clean, params["second_draw"], params["noise"], unit_seed + 500_000, k)
+        labels = np.concatenate([labels, one_hot_label_sets(more, k).astype(labels.dtype)], axis=1)
+        names += [f"{n}_2" for n in params["second_draw"]]
     if params.get("missing"):
         labels = drop_labels(labels, params["missing"], np.random.default_rng([unit_seed, 7]))
-    k = splits["num_classes"]
     return {
         "images": np.stack([it["image"] for it in train]), "labels": labels,
         "truth": np.eye(k, dtype=np.float32)[[it["clean"] for it in train]],
         "test_images": np.stack([it["image"] for it in splits["test"]]),
         "test_truth": np.stack([it["label"] for it in splits["test"]]),
-        "set_names": list(params["annotators"]), "multiclass": True, "findings": [str(i) for i in range(k)],
+        "set_names": names, "multiclass": True, "findings": [str(i) for i in range(k)],
         "in_channels": splits["in_channels"],
     }
 
@@ -184,7 +210,9 @@ def _img_data(params: dict[str, Any], seed: int, fold: int, args: argparse.Names
                               contrast=args.img_contrast)
     train, test = kfold_indices(len(corpus.texts), args.folds, seed)[fold]
     return {
-        "images": world["images"][train], "labels": corpus.label_sets[train], "truth": corpus.truth[train],
+        # The pictures draw an untagged finding as absent, so the truth row trains on that picture truth
+        # (NaN → 0); scoring keeps MeSH's untagged entries out.
+        "images": world["images"][train], "labels": corpus.label_sets[train], "truth": np.nan_to_num(corpus.truth[train]),
         "test_images": world["images"][test], "test_truth": corpus.truth[test],
         "set_names": corpus.set_names, "multiclass": False, "findings": corpus.findings, "in_channels": 1,
     }
@@ -220,7 +248,7 @@ def train_and_score(data: dict[str, Any], strategy_name: str, seed: int, kind: s
     if "target" in items[0] and strategy_name != "truth":
         anchor_accuracy = target_accuracy(np.stack([it["target"] for it in items]), data["truth"], multiclass)
     loader = DataLoader(Dataset(items), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(torch_seed))
-    trainer = LearningToVoteTrainer("cpu", args.epochs, loader, net, torch.optim.Adam(strategy.param_groups(net, 1e-3)),
+    trainer = LearningToVoteTrainer("cpu", cell_epochs(kind, data.get("epochs"), args), loader, net, torch.optim.Adam(strategy.param_groups(net, 1e-3)),
                                     strategy, decollate=False)
     start = time.perf_counter()
     trainer.run()
@@ -246,6 +274,13 @@ def target_accuracy(targets: np.ndarray, truth: np.ndarray, multiclass: bool) ->
     return float(((targets[ok] >= 0.5) == (truth[ok] == 1)).mean()) if ok.any() else None
 
 
+def cell_epochs(kind: str, own: int | None, args: argparse.Namespace) -> int:
+    """A cell's epochs: ``--epochs`` when given (not for report-testbed cells), else the cell's own, else its kind's."""
+    if kind == "text":
+        return KIND_EPOCHS["text"]
+    return args.epochs or own or KIND_EPOCHS[kind]
+
+
 def run_unit(cell: str, strategy: str, seed: int, fold: int, args: argparse.Namespace) -> dict[str, Any]:
     kind, params, _ = CELLS[cell]
     if kind == "text":
@@ -263,6 +298,7 @@ def run_unit(cell: str, strategy: str, seed: int, fold: int, args: argparse.Name
         data = _poc_data(params, unit_seed, args)
     else:
         data = _ml_data(params, unit_seed, args)
+    data["epochs"] = params.get("epochs")
     return train_and_score(data, strategy, seed, kind, args, unit_seed)
 
 
@@ -295,6 +331,13 @@ def rule_outcome(mean: float, mv: float, ds: float, image_regime: bool, margin: 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """cell → strategy → mean, units, intervals against MV and DS, the rule's outcome."""
     by: dict[str, dict[str, dict[tuple, float]]] = {}
+    epochs: dict[str, set] = {}
+    for r in runs:
+        epochs.setdefault(r["cell"], set()).add(r.get("epochs"))
+    mixed = {cell: sorted(e, key=str) for cell, e in epochs.items() if len(e) > 1}
+    if mixed:
+        raise SystemExit(f"runs of one cell trained for different epochs, so they cannot be paired: {mixed}; "
+                         "remove one kind from the runs file and run it again")
     for r in runs:
         by.setdefault(r["cell"], {}).setdefault(r["strategy"], {})[(r["seed"], r["fold"])] = r["score"]
     out: dict[str, dict[str, Any]] = {}
@@ -368,10 +411,12 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
-    p.add_argument("--strategies", nargs="+", default=["truth", "mv", "dawid_skene", "l2v_default"], choices=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", default=["truth", "mv", "dawid_skene", "posterior_vote", "l2v_default"],
+                   choices=list(STRATEGIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[100, 101])
     p.add_argument("--folds", type=int, default=3, help="units per seed: k-fold splits of the reports, or fresh draws")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override every cell's epochs (default: the cell's own, KIND_EPOCHS); runs of one cell must agree")
     p.add_argument("--width", type=int, default=16, help="SmallCNN width")
     p.add_argument("--img-size", type=int, default=24)
     p.add_argument("--img-contrast", type=float, default=0.25, help="pattern contrast of the image-regime pictures")
@@ -400,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                     if (cell, strategy, seed, fold) in done:
                         continue
                     r = run_unit(cell, strategy, seed, fold, args)
-                    r.update(cell=cell, strategy=strategy, seed=seed, fold=fold, epochs=args.epochs)
+                    r.update(cell=cell, strategy=strategy, seed=seed, fold=fold,
+                             epochs=cell_epochs(CELLS[cell][0], CELLS[cell][1].get("epochs"), args))
                     with runs_path.open("a") as f:
                         f.write(json.dumps(r) + "\n")
                     print(f"{cell} {strategy} seed {seed} fold {fold}: {r['score']:.4f} ({r['seconds']:.0f} s)", flush=True)

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", type=int, default=5)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (default: one-hot multi-class)")
-    p.add_argument("--strategies", nargs="+", default=["single", "majority", "cm", "l2v", "l2v_anchored", "l2v_probe"],
-                   help="strategy names; l2v is the paper variant, l2v_anchored the anchored one with the bilevel "
+    p.add_argument("--strategies", nargs="+",
+                   default=["single", "majority", "cm", "posterior_vote", "l2v", "l2v_anchored", "l2v_probe"],
+                   help="strategy names; posterior_vote is the bundle's default, l2v the paper variant, l2v_anchored the anchored one with the bilevel "
                         "vote objective, l2v_probe the anchored one with the probe objective, l2v_default the bundle's "
                         "vote and abl_* its ablations (scripts/vote_variants.py)")
     p.add_argument("--steps", type=int, default=20)
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, options = vote_setting(name)
         strategy = build_strategy(kind, num_sets=args.sets, num_outputs=args.classes, feature_dim=net.num_features,
                                   multiclass=not args.multilabel, options=options)
+        # Fitted once before training, as attach_targets does (the posterior vote starts its tables here).
+        strategy.aggregate(labels.numpy())
         opt = torch.optim.Adam(strategy.param_groups(net, 1e-3))
         loader = DataLoader(Dataset([batch]), batch_size=None)
         engines[name] = LearningToVoteTrainer(args.device, 1, loader, net, opt, strategy, decollate=False)

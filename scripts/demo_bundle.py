@@ -4,7 +4,7 @@ It copies ``bundle/`` to an output folder and, from inside that copy, runs what 
 
 1. builds a small synthetic MIMIC-CXR-style tree (drawn images, the four CSVs, template reports)
    and its datalists with ``scripts/prepare_mimic.py`` (the ``l2v-prepare-mimic`` command);
-2. ``run training`` (2 epochs, 64-pixel images) with the default vote;
+2. ``run training`` (2 epochs, 64-pixel images) with the default strategy (the posterior vote);
 3. evaluation on the "hand-labelled" test split: the per-finding AUC table and ROC plots;
 4. inference on a folder of test images, with a synthetic DICOM and, given ``--dicom``, a real one;
 5. ``ckpt_export`` to TorchScript.

@@ -25,7 +25,7 @@ SHARED = ROOT.parent / "shared"
 
 @pytest.fixture(scope="module")
 def trained(mimic: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``run training`` with the default strategy (l2v), image only, the way a bundle user runs it:
+    """``run training`` with the default strategy (the posterior vote), image only, the way a bundle user runs it:
     from inside a copy of ``bundle/`` with the default ``bundle_root`` ("."). Returns that copy."""
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     shutil.copytree(ROOT / "bundle", out, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
@@ -41,8 +41,9 @@ def test_run_training_trains_validates_and_saves_checkpoints(trained: Path) -> N
     resume = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert set(resume) >= {"trainer", "network", "optimizer", "strategy"}
     assert resume["trainer"]["iteration"] == resume["trainer"]["epoch_length"]  # one full epoch
-    # The default vote (anchored, probe objective): its scorer and its probe are saved with the optimizer.
-    assert {"head.net.0.weight", "probe.linear.weight"} <= set(resume["strategy"])
+    # The default vote (the posterior vote): its learned confusion counts are saved with the optimizer.
+    assert {"counts", "class_counts", "seen", "dataset_size"} <= set(resume["strategy"])
+    assert resume["strategy"]["seen"].item() > 0
 
 
 def test_resume_continues_from_the_checkpoint(mimic: dict, trained: Path, tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_run_key_trains_each_strategy_and_mode(mimic: dict, tmp_path: Path, stra
 
 def test_a_trained_run_feeds_the_relabel_queue_and_the_quality_report(mimic: dict, trained: Path, tmp_path: Path) -> None:
     """``--run``: the saved network and vote go over the training items once; the queue shows the vote's
-    refined labels, the quality report its second estimate and weights. A datalist that is not the
+    refined labels, the quality report its second estimate. A datalist that is not the
     run's is refused before any report is written."""
     datalist, n_train = mimic["root"] / "datalist.json", len(mimic["datalist"]["training"])
     run = ["--run", str(trained), "--override", "image_size=64", f"dataset_dir={mimic['root']}"]
@@ -94,15 +95,12 @@ def test_a_trained_run_feeds_the_relabel_queue_and_the_quality_report(mimic: dic
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["items"] == n_train and report["vote"]["weights"] is True
-    weights = [r["vote_weight"] for r in report["rows"] if r["vote_weight"] is not None]
-    assert weights and all(0.0 <= w <= 1.0 for w in weights)
-    # Per finding, the sets' mean weights are means of weights that sum to 1 per entry: about 1 in all.
-    for finding in report["findings"]:
-        per_set = [r["vote_weight"] for r in report["rows"] if r["finding"] == finding and r["vote_weight"] is not None]
-        if len(per_set) == len(report["label_sets"]):
-            assert 0.5 < sum(per_set) < 1.5
-    assert any(r["est_sensitivity_vote"] is not None for r in report["rows"])
+    # The default (the posterior vote) weighs sets by learned confusion tables, not per-sample weights:
+    # the report shows its refined labels as the second estimate and no vote weights.
+    assert report["items"] == n_train and report["vote"]["weights"] is False
+    assert all(r["vote_weight"] is None for r in report["rows"])
+    second = [r["est_sensitivity_vote"] for r in report["rows"] if r["est_sensitivity_vote"] is not None]
+    assert second and all(0.0 <= x <= 1.0 for x in second)
     assert "## Estimated from the trained run's vote" in out.with_suffix(".md").read_text()
 
     # Another datalist than the run's: refused, naming both, and no report written.
@@ -131,7 +129,7 @@ def test_evaluate_writes_auc_tables_and_roc_pngs(mimic: dict, trained: Path) -> 
     bundle("run", "--config_file", configs("train.json", "evaluate.json"), "--dataset_dir", str(mimic["root"]),
            "--bundle_root", str(trained), "--label_set_auc", "True", *SMALL)
     header = next(csv.reader(open(out / "auc.csv")))
-    assert header == ["finding", "neg_u0", "neg_u1", "che_u0", "che_u1", "R50_l2v"]
+    assert header == ["finding", "neg_u0", "neg_u1", "che_u0", "che_u1", "R50_posterior_vote"]
 
 
 def test_inference_writes_14_probabilities_per_image(mimic: dict, trained: Path) -> None:
@@ -214,9 +212,12 @@ def test_poc_config_runs_on_digits_and_writes_results(tmp_path: Path) -> None:
     (results,) = list((tmp_path / "eval").glob("*/results.json"))
     data = json.loads(results.read_text())
     assert 0.0 <= data["test_accuracy"] <= 1.0
-    assert set(data["vote_weights"]) == {"HS", "SF", "OC", "AD", "AVG"}
-    assert data["vote_weights"]["AD"]["clean"] is None  # AD is never right
-    assert data["annotator_label_accuracy"]["AD"] == 0.0
+    # The default (the posterior vote) reports the annotator accuracies it learned: after one epoch
+    # (one online M-step) AD, never right, is already learned as by far the least reliable.
+    assert data["vote_weights"] is None
+    learned, true = data["estimated_annotator_accuracy"], data["annotator_label_accuracy"]
+    assert set(learned) == {"HS", "SF", "OC", "AD", "AVG"} and true["AD"] == 0.0
+    assert learned["AD"] < 0.5 * min(v for k, v in learned.items() if k != "AD")
 
 
 def test_poc_config_runs_cifar10_by_default_from_torchvisions_layout(cifar10_root: Path, tmp_path: Path) -> None:

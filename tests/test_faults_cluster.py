@@ -159,9 +159,9 @@ def test_a_nan_loss_stops_with_one_error_and_resume_continues_from_the_last_good
                   "lambda engine: fault_injection.nan_image(engine.state.batch)")
     log = run_training(tree["configs"] + [nan], tmp_path, tree["root"], "--epochs", str(EPOCHS), ok=False)
     cause = log[log.index("The run stopped because of this error:"):]
-    # NaN images give NaN logits, on which the vote's probe loss raises: named as such.
+    # NaN images give NaN logits and a NaN loss: the network's output is named as the cause.
     assert f"non-finite training loss at epoch 2, iteration 2/{ITERATIONS_PER_EPOCH}" in cause
-    assert "pred (the network's output) = nan/inf, train_loss = not computed" in cause
+    assert "pred (the network's output) = nan/inf, train_loss = nan" in cause
     assert "--resume True" in cause
     assert "epoch 2: saved" not in log
     files = load_all(tmp_path / "models")
@@ -247,7 +247,7 @@ def test_resume_allows_more_epochs_and_refuses_another_network_or_strategy_namin
     assert "network: 'tiny_nets.TinyNet' in the checkpoint, 'l2v_monai.bundle_scripts.networks.SmallCNN' now" in log
     log = run_training(tree["configs"], tmp_path, tree["root"], "--epochs", str(EPOCHS + 1), "--resume", "True",
                        "--label_strategy", "majority", ok=False)
-    assert "this run's label_strategy, strategy_options differ" in log and "label_strategy: 'l2v' in the checkpoint, 'majority' now" in log
+    assert "this run's label_strategy, strategy_options differ" in log and "label_strategy: 'posterior_vote' in the checkpoint, 'majority' now" in log
     assert "caching chest X-rays" not in log  # refused before any image is read
     assert {p.name: p.read_bytes() for p in (tmp_path / "models").iterdir()} == before
 

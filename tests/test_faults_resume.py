@@ -45,9 +45,9 @@ def test_training_shows_every_loss_term_per_iteration_and_epoch_and_a_progress_b
     assert "non-scalar" not in log  # the 1-tuple from from_engine(['loss'], first=True) is gone
     losses = iteration_losses(log)
     assert sorted(losses) == [(e, i) for e in range(1, EPOCHS + 1) for i in range(1, ITERATIONS_PER_EPOCH + 1)]
-    # The anchored vote's loss terms, beside the total (StrategyOutput.extras).
+    # The default vote's loss terms, beside the total (StrategyOutput.extras).
     first = losses[(1, 1)]
-    for term in ("train_loss", "train_model_loss", "train_probe_loss", "train_agreement_loss"):
+    for term in ("train_loss", "train_model_loss"):
         assert re.search(rf"\b{term}: \d+\.\d{{4}}", first), first
     assert len(re.findall(r"Epoch\[\d\] Metrics -- .*epoch_train_loss: \d+\.\d{4}", log)) == EPOCHS
     assert f"[{ITERATIONS_PER_EPOCH}/{ITERATIONS_PER_EPOCH}]" in log  # ignite's bar, forced on in a non-tty

@@ -64,4 +64,8 @@ class StopOnNonFiniteLoss:
         if bool(torch.isfinite(values).all()):
             return
         bad = {f"train_{name}": str(float(v)) for name, v in terms.items() if not math.isfinite(float(v))}
+        # Name the network's output first when it is the cause (checked only on failure, so free).
+        pred = engine.state.output.get("pred") if isinstance(engine.state.output, dict) else None
+        if isinstance(pred, torch.Tensor) and not bool(torch.isfinite(pred.detach()).all()):
+            bad = {"pred (the network's output)": "nan/inf", **bad}
         raise non_finite_error(engine, bad, self.checkpoint)

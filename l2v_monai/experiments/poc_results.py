@@ -200,6 +200,10 @@ def format_table(results: dict[str, Any]) -> str:
         f"| refined training labels vs clean | {_fmt(results['refined_label_accuracy'])} |",
         f"| best epoch (by noisy validation) | {results['best_epoch']} |",
     ]
+    if results.get("estimated_annotator_accuracy"):
+        lines += ["", "| annotator | label accuracy | accuracy the vote learned |", "|---|---|---|"]
+        for name, est in results["estimated_annotator_accuracy"].items():
+            lines.append(f"| {name} | {_fmt(results['annotator_label_accuracy'].get(name))} | {_fmt(est)} |")
     if results.get("vote_weights"):
         lines += ["", "| annotator | label accuracy | mean w (clean labels) | mean w (noisy labels) |", "|---|---|---|---|"]
         for name, w in results["vote_weights"].items():
@@ -215,8 +219,13 @@ def finish(
     output_dir: str | Path,
     device: torch.device | str,
     config: dict[str, Any],
+    strategy: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Score the best-on-noisy-validation model on the clean test set, write results.json, print the table."""
+    """Score the best-on-noisy-validation model on the clean test set, write results.json, print the table.
+
+    A strategy that learns each annotator's reliability (``set_accuracy()``, the posterior vote's
+    tables at the end of training) adds its estimates beside the annotators' true label accuracy.
+    """
     if stats.best_state is not None:
         unwrap(network).load_state_dict(stats.best_state)
     best = stats.best or {}
@@ -228,6 +237,10 @@ def finish(
         "refined_label_accuracy": best.get("refined_label_accuracy"),
         "vote_weights": best.get("vote_weights"),
         "annotator_label_accuracy": annotator_label_accuracy(splits["training"], stats.annotators),
+        "estimated_annotator_accuracy": (
+            dict(zip(stats.annotators, (float(a) for a in strategy.set_accuracy())))
+            if hasattr(strategy, "set_accuracy") else None
+        ),
         "test_accuracy": clean_test_accuracy(network, splits["test"], device),
         "history": stats.history,
     }

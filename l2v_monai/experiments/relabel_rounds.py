@@ -7,12 +7,12 @@ On the two testbeds whose truth is known:
 * ``report``: the OpenI report testbed (``l2v_monai.experiments.report_testbed``: four labeler sets,
   MeSH truth, TF-IDF + MiniLM → MLP), one cross-validation fold, test AUC against MeSH.
 
-Per seed, round 0 trains the default vote (``bundle/configs/train.json``'s ``strategy_options#l2v``)
+Per seed, round 0 trains the anchored vote (``bundle/configs/train.json``'s ``strategy_options#l2v``)
 without hand labels and keeps what the rankings look at: the label sets, Dawid–Skene's posterior,
 the vote's soft refined label ȳ on every training item and the model's probabilities
 (``l2v_monai.engine.run_outputs.vote_outputs``). Each ranking then picks its top N training items;
 their truth is revealed as hand labels (NaN truth stays unlabelled: MeSH has no negatives for most
-findings outside the reports tagged ``normal``), and the default vote is trained again from the
+findings outside the reports tagged ``normal``), and the anchored vote is trained again from the
 same initialisation with those hand labels (anchors and targets where present). The row reports
 the test mean AUC, its gain over round 0, and how many of the revealed entries the round-0 vote had
 wrong.
@@ -96,7 +96,7 @@ NS = (50, 100, 200, 400)
 
 
 # ------------------------------------------------------------------------------------------------
-# The two testbeds: data, training with the default vote (and hand labels), test AUC
+# The two testbeds: data, training with the anchored vote (and hand labels), test AUC
 # ------------------------------------------------------------------------------------------------
 class MultilabelBed:
     """The synthetic multi-label testbed, trained like scripts/reproduce_multilabel_testbed.py."""
@@ -191,7 +191,7 @@ def _auc(net: torch.nn.Module, x: np.ndarray, truth: np.ndarray, findings: list[
 
 
 def train(bed: Any, hand: np.ndarray | None) -> tuple[torch.nn.Module, Any, list[dict[str, Any]], float]:
-    """Train the default vote on ``bed`` (with ``hand`` labels, S × N NaN = none); same initialisation every call."""
+    """Train the anchored vote on ``bed`` (with ``hand`` labels, S × N NaN = none); same initialisation every call."""
     from monai.data import DataLoader, Dataset
 
     from l2v_monai.strategies import attach_targets, build_strategy
@@ -406,7 +406,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         ns = sorted({n for cells in s["table"].values() for n in cells})
         lines += [f"## {testbed} testbed (seeds {', '.join(map(str, s['seeds']))})", "",
                   "Settings: " + ", ".join(f"{k} {v}" for k, v in s["settings"].items()) + ".", "",
-                  f"Round 0 (default vote, no hand labels): test mean AUC **{s['round0_auc']:.4f}**.", "",
+                  f"Round 0 (anchored vote, no hand labels): test mean AUC **{s['round0_auc']:.4f}**.", "",
                   "Test mean AUC after hand-labelling the top N (gain over round 0 in brackets; mean over seeds):", "",
                   "| ranking | score | " + " | ".join(f"N = {n}" for n in ns) + " |",
                   "|---|---|" + "---:|" * len(ns)]

@@ -57,7 +57,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
                                         "min_confidence": 1.0, "refined": "soft", "feedback": "none"}),
     "l2v_probe_ds_hard_nofb": ("l2v", {"variant": "anchored", "vote_objective": "probe", "vote_lr": 0.01, "consensus": "dawid_skene",
                                        "min_confidence": 0.9, "refined": "hard", "feedback": "none"}),
-    # The default vote (train.json's strategy_options#l2v) and its ablations: scripts/vote_variants.py.
+    # The anchored vote (train.json's strategy_options#l2v) and its ablations: scripts/vote_variants.py.
     **{name: ("l2v", None) for name in VARIANTS},
 }
 

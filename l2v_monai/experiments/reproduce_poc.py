@@ -50,7 +50,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # (The previous release's cifar10.json vote: meta objective, Dawid–Skene ≥ 0.9, virtual step, hard labels.)
     "l2v_anchored": _vote({**PREVIOUS_CIFAR10, "vote_lr": 0.01}),
     "l2v_anchored_vote_lr_1e-3": _vote({**PREVIOUS_CIFAR10, "vote_lr": None}),
-    # The default vote (cifar10.json's strategy_options#l2v, the same block as train.json's) and its ablations.
+    # The anchored vote (cifar10.json's strategy_options#l2v, the same block as train.json's) and its ablations.
     **{name: _vote(changes) for name, (changes, _) in VARIANTS.items() if name != "abl_anchor_ds_posterior"},
 }
 

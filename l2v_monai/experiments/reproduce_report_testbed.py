@@ -72,7 +72,7 @@ METHODS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "l2v_probe_ds_hard_nofb": ("l2v", "train.json", {**_PREV, "feedback": "none", "consensus": "dawid_skene", "min_confidence": 0.9,
                                                      "refined": "hard"},
                                "l2v anchored probe, confident Dawid–Skene anchor, hard, no virtual step"),
-    # The default vote and its ablations (scripts/vote_variants.py).
+    # The anchored vote and its ablations (scripts/vote_variants.py).
     **{name: ("l2v", "train.json", changes, text) for name, (changes, text) in VARIANTS.items()},
 }
 REFERENCE = "mv_ties1"

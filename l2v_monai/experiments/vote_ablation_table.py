@@ -2,7 +2,7 @@
 
 Reads the JSON files that ``reproduce_report_testbed.py``, ``reproduce_multilabel_testbed.py`` and
 ``reproduce_poc.py`` wrote for the rows of ``scripts/vote_variants.py`` and prints, per variant, each
-testbed's score and its difference from the default vote (same seeds and folds):
+testbed's score and its difference from the anchored vote (same seeds and folds):
 
     python scripts/vote_ablation_table.py --report runs/rep_dev_*.json --multilabel runs/ml_dev_*.json \\
         --poc runs/poc_dev_*.json --out results/vote_ablations_dev.md
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = "–" if name not in clean_above else ("yes" if clean_above[name] else "no")
         lines.append(f"| `{name}` | {text} | {cell(report, name, 4)} | {cell(multilabel, name, 4)} | {cell(poc, name, 3)} | {weights} |")
     command = "python scripts/vote_ablation_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = ["The default vote and its ablations on development seed 100 of each testbed (report testbed: 5 folds;",
+    header = ["The anchored vote and its ablations on development seed 100 of each testbed (report testbed: 5 folds;",
               "multi-label testbed: 6,000 images; Fashion-MNIST: 4,000 images, 4 epochs). Δ is against `l2v_default`. Produced by:",
               "", "    " + command, ""]
     text = "\n".join(header + lines) + "\n"

@@ -1,6 +1,6 @@
 """The vote's estimate of each label set's quality on the OpenI report testbed, against Dawid–Skene's.
 
-Per seed: train the default vote (``bundle/configs/train.json``'s ``strategy_options#l2v``) on the
+Per seed: train the anchored vote (``bundle/configs/train.json``'s ``strategy_options#l2v``) on the
 training part of one cross-validation fold of the report testbed, exactly as round 0 of
 ``scripts/relabel_rounds.py``; run it once over those training reports
 (:func:`l2v_monai.engine.run_outputs.vote_outputs`); then score both estimates of every set's sensitivity

@@ -1,4 +1,4 @@
-"""The default vote and its ablations, shared by the three reproduction scripts .
+"""The anchored vote and its ablations, shared by the three reproduction scripts .
 
 Every variant is the bundle's own ``strategy_options#l2v`` (``train.json``; ``cifar10.json`` holds
 the same block) with a few keys changed, so a table row names exactly what was switched off.
@@ -27,9 +27,9 @@ PRE_SPLIT_ANCHORED: dict[str, Any] = {"variant": "anchored", "vote_objective": "
 PREVIOUS_TRAIN: dict[str, Any] = {"consensus": "majority", "min_confidence": 1.0, "refined": "soft", "feedback": "features"}
 PREVIOUS_CIFAR10: dict[str, Any] = {"vote_objective": "meta", "min_confidence": 0.9, "feedback": "features"}
 
-#: name → (changes to the default vote's options, what the row measures).
+#: name → (changes to the anchored vote's options (strategy_options#l2v), what the row measures).
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
-    "l2v_default": ({}, "the default vote (train.json and cifar10.json)"),
+    "l2v_default": ({}, "the anchored vote (strategy_options#l2v of train.json and cifar10.json)"),
     "abl_no_features": ({"inputs": _without("features")}, "vote input without the sample's features F"),
     "abl_no_labels": ({"inputs": _without("labels")}, "vote input without the sets' labels y_m"),
     "abl_no_agreement": ({"inputs": _without("agreement")}, "vote input without each set's agreement with the others"),

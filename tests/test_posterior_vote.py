@@ -146,3 +146,13 @@ def test_bad_options_and_a_missing_fit_are_named() -> None:
         PosteriorVote(num_sets=2, num_outputs=1, min_confidence=1.5)
     with pytest.raises(RuntimeError, match="attach_targets"):
         PosteriorVote(num_sets=2, num_outputs=1)({"labels": torch.zeros(2, 2, 1)}, torch.zeros(2, 1), None, None)
+
+
+def test_a_nan_prediction_leaves_the_tables_as_they_were() -> None:
+    labels, _, _, _ = _independent_binary_sets(200)
+    strategy = PosteriorVote(num_sets=3, num_outputs=1, warmup_epochs=0.0)
+    strategy.aggregate(labels)
+    before = {k: t.clone() for k, t in strategy.state_dict().items()}
+    out = strategy({"labels": torch.from_numpy(labels[:50])}, torch.full((50, 1), float("nan")), None, None)
+    assert torch.isnan(out.loss)  # the trainer's check stops the run on it
+    assert all(torch.equal(before[k], t) for k, t in strategy.state_dict().items())

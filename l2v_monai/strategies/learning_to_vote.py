@@ -404,9 +404,7 @@ class PosteriorVote(Strategy):
         confident = confident.expand(-1, posterior.shape[-1]) if self.multiclass else confident
         model_valid = LearningToVote._trusted(batch, target, valid * confident.to(valid.dtype))[1]
         loss = v.soft_loss(logits, target, model_valid, self.multiclass)
-        # A non-finite posterior (NaN logits) stops the run at this step (the trainer's check); it must
-        # not reach the tables, which the last good checkpoint holds.
-        if self.training and bool(torch.isfinite(target).all()):
+        if self.training:
             self._update_counts(target, given, mask, labels)
         extras = {"model_loss": loss.detach()}
         shown = torch.where(valid > 0, target, torch.full_like(target, float("nan")))
@@ -416,10 +414,17 @@ class PosteriorVote(Strategy):
     def _update_counts(self, target: torch.Tensor, given: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> None:
         """One online M-step: blend this batch's soft counts (scaled to the dataset) into the running counts."""
         posterior = target.unsqueeze(1) if self.multiclass else torch.stack([1 - target, target], dim=-1)
-        counts, class_counts = v.posterior_statistics(posterior.float(), given, mask)
-        set_counts = v.posterior_statistics(posterior.float(), *v.set_answers(labels.float()))[0] if self.sets == "joint" else None
-        seen = torch.tensor(float(len(labels)), device=counts.device, dtype=torch.float64)
+        # A non-finite posterior (NaN logits) stops the run at this step (the trainer's check): it adds
+        # nothing to the tables, which the last good checkpoint holds; every DDP rank still joins the
+        # all-reduce below, so that no rank waits on another.
+        finite = bool(torch.isfinite(posterior).all())
+        posterior = torch.nan_to_num(posterior.float()) * float(finite)
+        counts, class_counts = v.posterior_statistics(posterior, given, mask)
+        set_counts = v.posterior_statistics(posterior, *v.set_answers(labels.float()))[0] if self.sets == "joint" else None
+        seen = torch.tensor(float(len(labels)) * finite, device=counts.device, dtype=torch.float64)
         self._all_reduce(counts, class_counts, seen, *([set_counts] if set_counts is not None else []))
+        if seen.item() == 0:
+            return
         size = self.dataset_size.item()
         rate = min(1.0, seen.item() / (self.memory_epochs * size))
         scale = size / seen.item()

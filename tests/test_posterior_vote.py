@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +162,54 @@ def test_a_nan_prediction_leaves_the_tables_as_they_were() -> None:
     out = strategy({"labels": torch.from_numpy(labels[:50])}, torch.full((50, 1), float("nan")), None, None)
     assert torch.isnan(out.loss)  # the trainer's check stops the run on it
     assert all(torch.equal(before[k], t) for k, t in strategy.state_dict().items())
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np, torch, torch.distributed as dist, torch.multiprocessing as mp
+
+    def worker(rank, folder):
+        dist.init_process_group("gloo", init_method="file://" + os.path.join(folder, "init"), rank=rank, world_size=2)
+        from l2v_monai.strategies import PosteriorVote
+        labels = np.load(os.path.join(folder, "labels.npy"))
+        logits = torch.from_numpy(np.load(os.path.join(folder, "logits.npy")))
+        strategy = PosteriorVote(num_sets=4, num_outputs=3, warmup_epochs=0.0)
+        strategy.aggregate(labels)
+        half = slice(0, 32) if rank == 0 else slice(32, 64)
+        strategy({"labels": torch.from_numpy(labels[half])}, logits[half], None, None)
+        # Then a step where rank 1's network output is NaN: rank 1 adds nothing, and neither rank waits.
+        bad = logits[half].clone()
+        if rank == 1:
+            bad[:] = float("nan")
+        strategy({"labels": torch.from_numpy(labels[half])}, bad, None, None)
+        torch.save(strategy.state_dict(), os.path.join(folder, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+
+    if __name__ == "__main__":
+        mp.spawn(worker, args=(sys.argv[1],), nprocs=2)
+    """
+)
+
+
+def test_two_ddp_ranks_keep_one_set_of_tables_equal_to_one_process_on_the_whole_batch(tmp_path: Path) -> None:
+    """The counts are all-reduced: a rank that kept its own would differ from the other and from one process."""
+    sets, _ = report_like_sets(64, seed=3)
+    labels = np.concatenate([sets, sets[:, :, :1]], axis=2)  # 3 findings
+    logits = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    np.save(tmp_path / "labels.npy", labels)
+    np.save(tmp_path / "logits.npy", logits)
+    script = tmp_path / "ddp_posterior_vote.py"
+    script.write_text(DDP_SCRIPT)
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, env=env, timeout=300)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    one = PosteriorVote(num_sets=4, num_outputs=3, warmup_epochs=0.0)
+    one.aggregate(labels)
+    one({"labels": torch.from_numpy(labels)}, torch.from_numpy(logits), None, None)
+    one({"labels": torch.from_numpy(labels[:32])}, torch.from_numpy(logits[:32]), None, None)  # rank 0's half only
+    for key, value in one.state_dict().items():
+        assert torch.allclose(ranks[0][key].double(), value.double(), atol=1e-4), key
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    assert ranks[0]["seen"].item() == 64 + 32

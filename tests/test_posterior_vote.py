@@ -150,6 +150,8 @@ def test_bad_options_and_a_missing_fit_are_named() -> None:
         PosteriorVote(num_sets=2, num_outputs=1, refined="mixed")
     with pytest.raises(ValueError, match="min_confidence"):
         PosteriorVote(num_sets=2, num_outputs=1, min_confidence=1.5)
+    with pytest.raises(ValueError, match="shrinkage"):
+        PosteriorVote(num_sets=2, num_outputs=1, shrinkage=0.0)
     with pytest.raises(RuntimeError, match="attach_targets"):
         PosteriorVote(num_sets=2, num_outputs=1)({"labels": torch.zeros(2, 2, 1)}, torch.zeros(2, 1), None, None)
 

@@ -323,8 +323,10 @@ class PosteriorVote(Strategy):
         tasks, classes = (1, num_outputs) if multiclass else (num_outputs, 2)
         voters, answers = (1, 3**num_sets) if sets == "joint" else (num_sets, classes)
         self.register_buffer("counts", torch.zeros(tasks, voters, classes, answers))
-        if shrinkage < 0:
-            raise ValueError(f"shrinkage must be ≥ 0, got {shrinkage}")
+        if not shrinkage > 0:
+            # The per-set rates are the joint table's only prior: without them an answer never seen
+            # for a class has probability 0, and a posterior of 0/0.
+            raise ValueError(f"shrinkage must be > 0 (pseudo-items toward the per-set rates), got {shrinkage}")
         self.shrinkage = float(shrinkage)
         # The joint table's shrinkage target: each set's own rates over {nothing, 0, 1}.
         self.register_buffer("set_counts", torch.zeros(tasks, num_sets if sets == "joint" else 0, classes, 3))

@@ -263,6 +263,9 @@ def train_and_score(data: dict[str, Any], strategy_name: str, seed: int, kind: s
     with torch.no_grad():
         x = torch.from_numpy(data["test_images"])
         logits = torch.cat([net(x[i : i + 512]) for i in range(0, len(x), 512)])
+    if not bool(torch.isfinite(logits).all()):
+        # A NaN network scores as chance; a table must not carry that as a result.
+        raise RuntimeError(f"{strategy_name} (seed {seed}) trained to a network with non-finite outputs: no score recorded")
     truth = data["test_truth"]
     if multiclass:
         score = float((logits.argmax(1).numpy() == truth.argmax(1)).mean())

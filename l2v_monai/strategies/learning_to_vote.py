@@ -349,7 +349,6 @@ class PosteriorVote(Strategy):
         self.class_counts.copy_(class_counts + 1.0)
         self.dataset_size.fill_(float(len(labels)))
         self.seen.zero_()
-        return None
 
     @torch.no_grad()
     def set_accuracy(self) -> np.ndarray:

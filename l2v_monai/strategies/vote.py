@@ -551,7 +551,7 @@ def joint_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     the sets err independently given the truth, which two mappings of one labeler's "uncertain"
     (``u0``/``u1``) break by construction. ``mask`` is 0 where no set has a label.
     """
-    b, m, n = labels.shape
+    m = labels.shape[1]
     if m > MAX_JOINT_SETS:
         raise ValueError(f"the joint answer of {m} label sets has 3^{m} values; use sets='independent' above {MAX_JOINT_SETS} sets")
     present = ~torch.isnan(labels)
@@ -576,7 +576,7 @@ def set_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def independent_joint_log_rates(set_log_rates: torch.Tensor) -> torch.Tensor:
     """``log Π_m P(set m answers d_m | k)`` for every joint answer (``T × 1 × K × 3^M``) from per-set rates (``T × M × K × 3``)."""
-    t, m, k, _ = set_log_rates.shape
+    m = set_log_rates.shape[1]
     codes = torch.arange(3**m, device=set_log_rates.device)
     digits = (codes[:, None] // (3 ** torch.arange(m, device=codes.device))[None, :]) % 3  # 3^M × M
     per_set = set_log_rates.permute(0, 2, 1, 3)  # T × K × M × 3

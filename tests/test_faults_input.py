@@ -1,4 +1,4 @@
-"""Bad input gives a clear error, early, naming the item or file (issue 9, input half).
+"""Bad input gives a clear error, early, naming the item or file. The input half of the fault checks.
 
 Most tests call the library directly on small hand-made datalists; four run ``python -m monai.bundle``
 to check what a user sees: the start-up check stops training before any image is read, and the

@@ -1,4 +1,4 @@
-"""Options of the anchored vote measured for real report label sets (issue 11): no virtual step, soft anchors."""
+"""Options of the anchored vote measured for real report label sets: no virtual step, soft anchors."""
 
 from __future__ import annotations
 

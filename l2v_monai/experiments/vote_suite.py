@@ -320,10 +320,12 @@ def paired_interval(a: dict[tuple, float], b: dict[tuple, float], n_boot: int = 
     units = sorted(set(a) & set(b))
     if not units:
         return None
+    from l2v_monai.evaluation.bootstrap import percentile_interval
+
     d = np.array([a[u] - b[u] for u in units])
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    lo, hi, _ = percentile_interval(boot)
     return {"mean": float(d.mean()), "low": float(lo), "high": float(hi), "units": len(d)}
 
 

@@ -334,21 +334,24 @@ class PosteriorVote(Strategy):
         #: Training items (set by :meth:`aggregate`) and items seen so far, over all ranks.
         self.register_buffer("dataset_size", torch.zeros((), dtype=torch.float64))
         self.register_buffer("seen", torch.zeros((), dtype=torch.float64))
+        # Whether the tables were started (by aggregate or a checkpoint): checked once, not every step.
+        self._fitted = False
 
     def aggregate(self, labels: np.ndarray) -> None:
         """Start the confusion matrices from one M-step on the majority vote (the mean of the sets' labels)."""
-        given, mask = v.given_distributions(torch.as_tensor(np.asarray(labels, dtype=np.float32)), self.multiclass)
-        votes = given.sum(dim=2)
-        given, mask = self._answers(torch.as_tensor(np.asarray(labels, dtype=np.float32)))
+        labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        votes = v.given_distributions(labels, self.multiclass)[0].sum(dim=2)
+        given, mask = self._answers(labels)
         total = votes.sum(dim=-1, keepdim=True)
         start = torch.where(total > 0, votes / total.clamp_min(1e-12), torch.full_like(votes, 1.0 / votes.shape[-1]))
         counts, class_counts = v.posterior_statistics(start, given, mask)
         self.counts.copy_(counts)
         if self.sets == "joint":
-            self.set_counts.copy_(v.posterior_statistics(start, *v.set_answers(torch.as_tensor(np.asarray(labels, dtype=np.float32))))[0])
+            self.set_counts.copy_(v.posterior_statistics(start, *v.set_answers(labels))[0])
         self.class_counts.copy_(class_counts + 1.0)
         self.dataset_size.fill_(float(len(labels)))
         self.seen.zero_()
+        self._fitted = True
 
     @torch.no_grad()
     def set_accuracy(self) -> np.ndarray:
@@ -376,20 +379,20 @@ class PosteriorVote(Strategy):
                 torch.distributed.all_reduce(t)
 
     def forward(self, batch, logits, features, network, grad_scale=1.0):
-        if self.dataset_size.item() <= 0:
-            raise RuntimeError(
-                "the posterior vote starts from the training label sets: build the training data with "
-                "l2v_monai.strategies.attach_targets(items, strategy)"
-            )
+        if not self._fitted:
+            if self.dataset_size.item() <= 0:
+                raise RuntimeError(
+                    "the posterior vote starts from the training label sets: build the training data with "
+                    "l2v_monai.strategies.attach_targets(items, strategy)"
+                )
+            self._fitted = True
         labels = batch["labels"].to(logits.device)
         given, mask = self._answers(labels.float())
         likelihood = v.set_log_likelihood(given, mask, self._log_rates())
-        warm = self.seen.item() >= self.warmup_epochs * self.dataset_size.item()
-        if warm:
-            prior = v.model_log_prior(logits, self.multiclass)
-        else:
-            frequencies = self.class_counts.to(given.device)
-            prior = torch.log(frequencies / frequencies.sum(dim=-1, keepdim=True)).unsqueeze(0)
+        # Tensors, not Python numbers: no device-to-host sync on the training step.
+        warm = self.seen >= self.warmup_epochs * self.dataset_size
+        frequencies = torch.log(self.class_counts / self.class_counts.sum(dim=-1, keepdim=True)).unsqueeze(0)
+        prior = torch.where(warm, v.model_log_prior(logits, self.multiclass), frequencies)
         posterior = torch.softmax(likelihood + prior, dim=-1)
         valid = (mask.sum(dim=2) > 0).to(logits.dtype)
         if self.multiclass:
@@ -418,22 +421,21 @@ class PosteriorVote(Strategy):
         # A non-finite posterior (NaN logits) stops the run at this step (the trainer's check): it adds
         # nothing to the tables, which the last good checkpoint holds; every DDP rank still joins the
         # all-reduce below, so that no rank waits on another.
-        finite = bool(torch.isfinite(posterior).all())
-        posterior = torch.nan_to_num(posterior.float()) * float(finite)
+        finite = torch.isfinite(posterior).all()
+        posterior = torch.where(finite, torch.nan_to_num(posterior.float()), torch.zeros_like(posterior, dtype=torch.float32))
         counts, class_counts = v.posterior_statistics(posterior, given, mask)
         set_counts = v.posterior_statistics(posterior, *v.set_answers(labels.float()))[0] if self.sets == "joint" else None
-        seen = torch.tensor(float(len(labels)) * finite, device=counts.device, dtype=torch.float64)
+        seen = finite.to(torch.float64) * len(labels)
         self._all_reduce(counts, class_counts, seen, *([set_counts] if set_counts is not None else []))
-        if seen.item() == 0:
-            return
-        size = self.dataset_size.item()
-        rate = min(1.0, seen.item() / (self.memory_epochs * size))
-        scale = size / seen.item()
-        self.counts.mul_(1 - rate).add_(counts.to(self.counts.device) * (scale * rate))
-        self.class_counts.mul_(1 - rate).add_(class_counts.to(self.class_counts.device) * (scale * rate))
-        if set_counts is not None:
-            self.set_counts.mul_(1 - rate).add_(set_counts.to(self.set_counts.device) * (scale * rate))
-        self.seen.add_(seen.to(self.seen.device))
+        # Blend with weight rate = min(1, seen / (memory · size)); the batch counts, scaled to the
+        # dataset, enter with rate · size / seen. Both share one denominator, so a step that saw
+        # nothing (seen = 0) changes nothing and needs no branch.
+        denominator = torch.maximum(seen, self.memory_epochs * self.dataset_size)
+        rate, factor = seen / denominator, self.dataset_size / denominator
+        for table, batch_counts in ((self.counts, counts), (self.class_counts, class_counts), (self.set_counts, set_counts)):
+            if batch_counts is not None:
+                table.mul_(1 - rate).add_(batch_counts * factor)
+        self.seen.add_(seen)
 
 
 #: The config's ``variant`` → its class.

@@ -521,7 +521,7 @@ def head_meta_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# The posterior vote (variant "posterior"): each set's vote weight is its learned confusion matrix,
+# The posterior vote (label_strategy "posterior_vote"): each set's vote weight is its learned confusion matrix,
 # and the model's own prediction of the sample is one more voter.
 # --------------------------------------------------------------------------------------------
 
@@ -543,6 +543,12 @@ def given_distributions(labels: torch.Tensor, multiclass: bool) -> tuple[torch.T
 MAX_JOINT_SETS = 6
 
 
+def _answer_codes(labels: torch.Tensor) -> torch.Tensor:
+    """Each set's answer per finding (``B × M × N``): 0 nothing, 1 says 0, 2 says 1 (soft labels cut at 0.5)."""
+    present = ~torch.isnan(labels)
+    return torch.where(present, 1 + (torch.nan_to_num(labels) >= 0.5).long(), torch.zeros_like(labels, dtype=torch.long))
+
+
 def joint_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-label sets' *joint* answer per finding as one symbol: ``G`` (``B × N × 1 × 3^M``, one-hot) and ``mask`` (``B × N × 1``).
 
@@ -554,10 +560,8 @@ def joint_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     m = labels.shape[1]
     if m > MAX_JOINT_SETS:
         raise ValueError(f"the joint answer of {m} label sets has 3^{m} values; use sets='independent' above {MAX_JOINT_SETS} sets")
-    present = ~torch.isnan(labels)
-    said = torch.where(present, 1 + (torch.nan_to_num(labels) >= 0.5).long(), torch.zeros_like(labels, dtype=torch.long))
     powers = 3 ** torch.arange(m, device=labels.device)
-    code = (said * powers[None, :, None]).sum(dim=1)
+    code = (_answer_codes(labels) * powers[None, :, None]).sum(dim=1)
     given = F.one_hot(code, 3**m).to(labels.dtype).unsqueeze(2)
     return given, (code > 0).to(labels.dtype).unsqueeze(2)
 
@@ -568,9 +572,7 @@ def set_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     The per-set view of :func:`joint_answers`' symbols: saying nothing is an answer too, so that the
     sets' rates multiply into a distribution over the joint answers (:func:`independent_joint_log_rates`).
     """
-    present = ~torch.isnan(labels)
-    said = torch.where(present, 1 + (torch.nan_to_num(labels) >= 0.5).long(), torch.zeros_like(labels, dtype=torch.long))
-    given = F.one_hot(said, 3).to(labels.dtype).transpose(1, 2)
+    given = F.one_hot(_answer_codes(labels), 3).to(labels.dtype).transpose(1, 2)
     return given, torch.ones(given.shape[:3], dtype=labels.dtype, device=labels.device)
 
 
